@@ -1,0 +1,1 @@
+"""Pluggable agents, one algorithm a file (installed as ``rlnorm.agents``)."""
