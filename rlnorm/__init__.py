@@ -1,5 +1,16 @@
-"""rlnorm: reinforcement learning with normalization layers that are safe by construction."""
+"""rlnorm: reinforcement learning with normalization layers that are safe by construction.
 
+The public API in one place:
+
+- :func:`acting` / :func:`training`: the two mode contexts every forward pass goes through.
+- :func:`predict`: actions for one state or a batch, in eval mode.
+- :func:`load` / :func:`save`: pickle-free checkpoints that carry no train/eval mode.
+- :class:`NormalizationError`: raised instead of silently normalizing a lone state to zero.
+"""
+
+__version__ = "0.1.0"
+
+from rlnorm.checkpoint import load, save
 from rlnorm.errors import (
     CheckpointError,
     ConfigError,
@@ -8,8 +19,8 @@ from rlnorm.errors import (
     RlnormError,
     UnknownNameError,
 )
-
-__version__ = "0.1.0"
+from rlnorm.rollout import predict
+from rlnorm.safety import acting, training
 
 __all__ = [
     "CheckpointError",
@@ -19,4 +30,9 @@ __all__ = [
     "RlnormError",
     "UnknownNameError",
     "__version__",
+    "acting",
+    "load",
+    "predict",
+    "save",
+    "training",
 ]

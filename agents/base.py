@@ -1,0 +1,176 @@
+"""The agent contract: what an agent exposes and how rlnorm drives it.
+
+An agent owns its networks and optimizers. rlnorm's shared machinery composes it:
+
+- the :class:`~rlnorm.rollout.RolloutManager` calls :meth:`Agent.act` on batched
+  observations, always inside :func:`rlnorm.acting` over :meth:`Agent.acting_modules`;
+- the :class:`~rlnorm.learner.Learner` calls :meth:`Agent.update` on what was collected,
+  always inside :func:`rlnorm.training` over every module in :meth:`Agent.modules`;
+- the checkpointer saves and restores :meth:`Agent.modules` and :meth:`Agent.optimizers`.
+
+An agent never switches modes itself: the two context managers own that, and restore the
+exact previous mode of every submodule afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rlnorm.errors import ConfigError, UnknownNameError
+
+
+@dataclass
+class ActOutput:
+    """What :meth:`Agent.act` returns: the actions, and per-sample extras for the learner.
+
+    ``extras`` holds tensors with the same leading batch dimension as ``actions`` (PPO:
+    ``log_prob`` and ``value``); the rollout manager stores them beside the transitions.
+    """
+
+    actions: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnPolicy:
+    """Collect ``steps_per_env`` steps from every sub-env, then update once on all of them."""
+
+    steps_per_env: int
+
+
+class Agent:
+    """Base class of rlnorm agents. Subclasses set ``name`` and ``Config`` and implement the
+    methods below; :func:`register` makes them available to the CLI and to :func:`rlnorm.load`.
+
+    Args:
+        observation_space: gymnasium space of one observation.
+        action_space: gymnasium space of one action.
+        config: an instance of the agent's ``Config`` dataclass.
+        norm: a name from :mod:`rlnorm.norm`.
+        device: where the networks live (the env's device).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        config: Any,
+        norm: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.norm = norm
+        self.device = torch.device(device)
+        #: progress counters restored from a checkpoint (env steps, updates), else empty.
+        self.counters: dict[str, int] = {}
+
+    # -- what the agent exposes ------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network of the agent by name: checkpointed, audited, trained."""
+        raise NotImplementedError
+
+    def acting_modules(self) -> list[nn.Module]:
+        """The networks :meth:`act` runs; the rollout manager puts them in eval mode."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer by name, checkpointed with the weights."""
+        raise NotImplementedError
+
+    @property
+    def collection(self) -> OnPolicy:
+        """How the learner collects data for this agent."""
+        raise NotImplementedError
+
+    # -- what the agent does ---------------------------------------------------------------
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        """Actions for a batch of observations ``(B, *obs_shape)``; batch-independent.
+
+        Called only inside :func:`rlnorm.acting`, so every norm layer is in eval mode.
+        """
+        raise NotImplementedError
+
+    def update(self, batch: Any, progress: float) -> dict[str, float]:
+        """One update on collected data; returns scalar metrics for the monitor.
+
+        Called only inside :func:`rlnorm.training`. ``progress`` runs from 0 at the start of
+        training to 1 at its end, for schedules.
+        """
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Agent]] = {}
+
+
+def register(cls: type[Agent]) -> type[Agent]:
+    """Class decorator: make an agent available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Agent]:
+    """The agent class registered as ``name``; an unknown name lists the valid ones."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("agent", name, _REGISTRY) from None
+
+
+def names() -> list[str]:
+    """Names of every registered agent."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    # Imported lazily: the agent modules import this one to register themselves.
+    from rlnorm.agents import ppo  # noqa: F401
+
+
+def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> Any:
+    """Instantiate ``cls.Config`` from a mapping, checking each key and each value's type.
+
+    An unknown key names the valid ones (with a did-you-mean); a value whose type does not
+    match the field's default names the key, the value and the expected type.
+    """
+    defaults = {f.name: f.default for f in fields(cls.Config)}
+    checked: dict[str, Any] = {}
+    for key, value in dict(values or {}).items():
+        if key not in defaults:
+            err = UnknownNameError(f"{cls.name} config key", key, defaults)
+            raise ConfigError(f"agent.{key}: {err}") from None
+        checked[key] = _coerce(f"agent.{key}", value, defaults[key])
+    return cls.Config(**checked)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or a ConfigError saying why not."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; accept any float literal Python accepts.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{key}: expected {expected.__name__} (like the default {default!r}), "
+        f"got {type(value).__name__} {value!r}"
+    )

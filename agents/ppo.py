@@ -1,0 +1,314 @@
+"""Proximal Policy Optimization (Schulman et al. 2017) with GAE, clipped objective.
+
+Read top to bottom, this file is the algorithm:
+
+1. ``act``: sample an action from the policy, record its log-probability and the value.
+2. ``update``: compute GAE advantages over the rollout, bootstrapping a truncated episode
+   from the value of its final observation; then for ``epochs`` passes over shuffled
+   minibatches, minimize the clipped surrogate + value loss - entropy bonus.
+
+What is specific to normalization:
+
+- ``act`` runs in eval mode (the rollout manager guarantees it), ``update`` in train mode.
+  With BatchNorm the two modes are two different functions, so the importance ratio at
+  epoch 0 is not 1: the *train/eval gap*. It is logged as ``norm/train_eval_gap`` (KL
+  between the train-mode and eval-mode policy on the first minibatch) and
+  ``norm/initial_ratio_deviation`` (mean |ratio - 1| before the first gradient step).
+- ``norm_update = "frozen"`` makes the two paths one function: during the update every
+  mode-dependent norm layer normalizes with its running statistics
+  (:func:`rlnorm.safety.frozen_statistics`), so the policy being optimized is exactly the
+  policy that acted; after the update one train-mode pass over the rollout refreshes the
+  running statistics, before the next rollout acts. ``"batch"`` is plain train mode: each
+  minibatch is normalized with its own statistics, gradients flow through them, and the
+  policy being optimized is not the one that acted.
+- ``norm_statistics = "cumulative"`` (default) averages running statistics over every
+  rollout instead of BatchNorm's exponential average, so the acting function settles
+  rather than shifting with each rollout's state distribution.
+
+Measured on CartPole-v1 (README): plain train-mode BatchNorm PPO (``norm_update=batch``)
+does not learn within the budget, and frozen statistics with an exponential average learn
+and then collapse; frozen + cumulative reaches 500.
+- ``old_log_prob = "recompute"`` (default) recomputes the ratio's denominator before the
+  first epoch with the network as the update runs it (train mode on the whole rollout, or
+  frozen statistics), so every ratio starts at 1. ``"behaviour"`` keeps the
+  log-probabilities of the eval-mode acting pass (the textbook importance ratio); with
+  ``norm_update = "batch"`` BatchNorm's gap then shows up as spurious clipping.
+  Without a mode-dependent norm all settings coincide.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from rlnorm.agents.base import ActOutput, Agent, OnPolicy, register
+from torch import nn
+from torch.distributions import Categorical, Distribution, Normal, kl_divergence
+
+from rlnorm import norm as norms
+from rlnorm.errors import ConfigError
+from rlnorm.nets import mlp, orthogonal_init
+from rlnorm.rollout import Rollout
+from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults: rl-baselines3-zoo's tuned CartPole-v1 values)."""
+
+    rollout_steps: int = 32  # steps per sub-env between updates
+    epochs: int = 20
+    minibatch_size: int = 256
+    gamma: float = 0.98
+    gae_lambda: float = 0.8
+    clip_range: float = 0.2
+    lr: float = 1e-3
+    anneal_lr: bool = True  # linear decay of the learning rate to 0 over training
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+    hidden: tuple = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0  # continuous actions: initial log standard deviation
+    old_log_prob: str = "recompute"  # "recompute" or "behaviour" (see the module docstring)
+    norm_update: str = "frozen"  # "frozen" or "batch" (see the module docstring)
+    norm_statistics: str = "cumulative"  # running statistics: "cumulative" or "ema" (momentum 0.1)
+
+
+class Policy(nn.Module):
+    """An MLP producing the parameters of the action distribution.
+
+    Discrete actions: logits. Continuous actions: the mean, with a state-independent
+    learnable log standard deviation.
+    """
+
+    def __init__(self, obs_dim: int, action_space: gym.spaces.Space, cfg: PPOConfig, norm: str):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.body = mlp(obs_dim, out_dim, cfg.hidden, norm, cfg.activation)
+        orthogonal_init(self.body, out_gain=0.01)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((out_dim,), float(cfg.log_std_init)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)
+
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        if self.discrete:
+            return Categorical(logits=params)
+        return Normal(params, self.log_std.exp().expand_as(params))
+
+
+def log_prob(dist: Distribution, action: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each sample, summed over action dimensions for a Gaussian."""
+    lp = dist.log_prob(action)
+    return lp if isinstance(dist, Categorical) else lp.sum(-1)
+
+
+def entropy(dist: Distribution) -> torch.Tensor:
+    ent = dist.entropy()
+    return ent if isinstance(dist, Categorical) else ent.sum(-1)
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalized advantage estimates, ``(T, N)``, from ``T + 1`` rows of values.
+
+    ``values[t + 1]`` is the value of the observation that followed step ``t``: after a
+    truncation it is the episode's final observation, so the cut-off return is bootstrapped;
+    after a termination the next value is zeroed. The recursion stops at every episode end.
+    """
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        next_value = values[t + 1] * ~terminated[t]
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * ~(terminated[t] | truncated[t]) * running
+        advantages[t] = running
+    return advantages
+
+
+@register
+class PPO(Agent):
+    """Clipped PPO with separate actor and critic MLPs, each with the chosen normalization."""
+
+    name = "ppo"
+    Config = PPOConfig
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        config: PPOConfig,
+        norm: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(observation_space, action_space, config, norm, device)
+        for key, valid in (
+            ("old_log_prob", ("recompute", "behaviour")),
+            ("norm_update", ("batch", "frozen")),
+        ):
+            if getattr(config, key) not in valid:
+                raise ConfigError(
+                    f"agent.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
+                )
+        if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
+            raise ConfigError(f"ppo supports Discrete and Box actions, not {action_space}")
+        self.batch_dependent = norms.get(norm).batch_dependent
+        obs_dim = int(torch.Size(observation_space.shape).numel())
+        self.actor = Policy(obs_dim, action_space, config, norm).to(self.device)
+        self.critic = mlp(obs_dim, 1, config.hidden, norm, config.activation).to(self.device)
+        orthogonal_init(self.critic, out_gain=1.0)
+        if config.norm_statistics == "cumulative":
+            for net in (self.actor, self.critic):
+                norms.use_cumulative_statistics(net)
+        self.params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, eps=1e-5)
+        if not self.actor.discrete:
+            self.low = torch.as_tensor(action_space.low, device=self.device)
+            self.high = torch.as_tensor(action_space.high, device=self.device)
+        label_layers(self.modules())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic}
+
+    def acting_modules(self) -> list[nn.Module]:
+        return [self.actor, self.critic]
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    @property
+    def collection(self) -> OnPolicy:
+        return OnPolicy(self.config.rollout_steps)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        obs = obs.to(torch.float32).flatten(1)
+        dist = self.actor.distribution(self.actor(obs))
+        if deterministic:
+            sample = dist.probs.argmax(-1) if self.actor.discrete else dist.mean
+        else:
+            sample = dist.sample()
+        env_action = sample if self.actor.discrete else torch.clamp(sample, self.low, self.high)
+        value = self.critic(obs).squeeze(-1)
+        return ActOutput(
+            env_action, {"sample": sample, "log_prob": log_prob(dist, sample), "value": value}
+        )
+
+    def update(self, batch: Rollout, progress: float) -> dict[str, float]:
+        cfg = self.config
+        # 1. Advantages and returns over the whole rollout (time-major), then keep the steps
+        #    that were real transitions (not autoreset steps).
+        values = batch.extras["value"]
+        advantages = gae(
+            batch.rewards, values, batch.terminated, batch.truncated, cfg.gamma, cfg.gae_lambda
+        )
+        returns = advantages + values[:-1]
+        keep = batch.valid.flatten()
+        obs = batch.obs[:-1].to(torch.float32).flatten(0, 1).flatten(1)[keep]
+        samples = batch.extras["sample"][:-1].flatten(0, 1)[keep]
+        old_log_prob = batch.extras["log_prob"][:-1].flatten()[keep]
+        advantages, returns = advantages.flatten()[keep], returns.flatten()[keep]
+
+        # 2. The network as the update runs it: plain train mode, or norm layers frozen at their
+        #    running statistics so it is the very function that acted (see the module doc).
+        frozen = cfg.norm_update == "frozen"
+        with frozen_statistics(self.actor, self.critic) if frozen else nullcontext():
+            metrics = self._optimize(obs, samples, old_log_prob, advantages, returns, progress)
+        if frozen:
+            with torch.no_grad():  # refresh the running statistics for the next rollout
+                self.actor(obs)
+                self.critic(obs)
+
+        with torch.no_grad():
+            metrics["loss/explained_variance"] = 1 - (
+                returns - values[:-1].flatten()[keep]
+            ).var() / returns.var().clamp_min(1e-8)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _optimize(
+        self,
+        obs: torch.Tensor,
+        samples: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        progress: float,
+    ) -> dict[str, torch.Tensor]:
+        """Epochs of clipped-surrogate minibatch steps; returns metrics as tensors."""
+        cfg = self.config
+        n = obs.shape[0]
+        if cfg.old_log_prob == "recompute":
+            with torch.no_grad():
+                old_log_prob = log_prob(self.actor.distribution(self.actor(obs)), samples)
+
+        lr = cfg.lr * (1.0 - progress) if cfg.anneal_lr else cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        # 3. Epochs of clipped-surrogate minibatch updates. Minibatches are near-equal splits
+        #    of a permutation, never a remainder of one sample (BatchNorm needs >= 2).
+        num_minibatches = max(1, round(n / cfg.minibatch_size))
+        if self.batch_dependent and n // num_minibatches < 2:
+            raise ConfigError(f"rollout left {n} valid samples: too few for batch statistics")
+        stats: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        }
+        # Measured before any forward pass whose graph the diagnostic could disturb.
+        diagnostics = {"norm/train_eval_gap": self._train_eval_gap(obs[: cfg.minibatch_size])}
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(n, device=obs.device).tensor_split(num_minibatches):
+                params = self.actor(obs[idx])
+                dist = self.actor.distribution(params)
+                new_log_prob = log_prob(dist, samples[idx])
+                log_ratio = new_log_prob - old_log_prob[idx]
+                ratio = log_ratio.exp()
+
+                adv = advantages[idx]
+                if cfg.normalize_advantages:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                policy_loss = torch.max(
+                    -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                ).mean()
+                value_loss = 0.5 * (self.critic(obs[idx]).squeeze(-1) - returns[idx]).pow(2).mean()
+                ent = entropy(dist).mean()
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+
+                if "norm/initial_ratio_deviation" not in diagnostics:
+                    # What the clipped objective reads as policy change before any step.
+                    diagnostics["norm/initial_ratio_deviation"] = (ratio.detach() - 1).abs().mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    stats["policy_loss"].append(policy_loss.detach())
+                    stats["value_loss"].append(value_loss.detach())
+                    stats["entropy"].append(ent.detach())
+                    stats["approx_kl"].append(((ratio - 1) - log_ratio).mean())
+                    stats["clip_fraction"].append(
+                        ((ratio - 1).abs() > cfg.clip_range).float().mean()
+                    )
+
+        metrics = {f"loss/{k}": torch.stack(v).mean() for k, v in stats.items()}
+        return metrics | diagnostics | {"train/learning_rate": torch.tensor(lr)}
+
+    def _train_eval_gap(self, obs: torch.Tensor) -> torch.Tensor:
+        """KL(train-mode policy || eval-mode policy) on the same states (0 without BatchNorm)."""
+        train_params, eval_params = train_and_eval_outputs(self.actor, obs)
+        with torch.no_grad():
+            gap = kl_divergence(
+                self.actor.distribution(train_params), self.actor.distribution(eval_params)
+            )
+            return gap.mean() if self.actor.discrete else gap.sum(-1).mean()

@@ -1,0 +1,289 @@
+"""Checkpoints without pickle and without a mode.
+
+A checkpoint is a directory::
+
+    weights.safetensors    every parameter and buffer of every agent module (running
+                           statistics included), keyed "<module>.<state-dict key>"
+    optimizer.safetensors  every optimizer's tensor state, keyed "<optimizer>.<param>.<key>"
+    meta.json              format, agent, norm, env id, spaces, full config, step counts,
+                           optimizer hyperparameters, library versions, file checksums
+
+It records no train/eval flag: :func:`load` returns an agent with every module in eval mode,
+so a checkpoint saved mid-update cannot reload into acting on batch statistics. It is
+written into a temporary sibling directory and renamed into place, so a crash leaves either
+the previous checkpoint or the new one, never half of one. Loading reads JSON and
+safetensors only: a file that is not such a checkpoint is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+import rlnorm
+from rlnorm.agents import base as agents
+from rlnorm.errors import CheckpointError, RlnormError
+
+FORMAT = "rlnorm-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+META = "meta.json"
+
+
+def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
+    """A JSON description of a Box or Discrete space, exact enough to rebuild it."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+        }
+    raise CheckpointError(f"cannot record space {space!r}: only Box and Discrete are supported")
+
+
+def space_from_json(desc: dict[str, Any]) -> gym.spaces.Space:
+    """Inverse of :func:`space_to_json`."""
+    if desc.get("type") == "Discrete":
+        return gym.spaces.Discrete(desc["n"], start=desc.get("start", 0))
+    if desc.get("type") == "Box":
+        dtype = np.dtype(desc["dtype"])
+        return gym.spaces.Box(
+            np.asarray(desc["low"], dtype=dtype),
+            np.asarray(desc["high"], dtype=dtype),
+            shape=tuple(desc["shape"]),
+            dtype=dtype,
+        )
+    raise CheckpointError(f"meta.json holds an unknown space description {desc!r}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights(agent: agents.Agent) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage, and views are not contiguous.
+    return {
+        f"{name}.{key}": value.detach().cpu().clone().contiguous()
+        for name, module in agent.modules().items()
+        for key, value in module.state_dict().items()
+    }
+
+
+def _optimizer_state(agent: agents.Agent) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    groups: dict[str, Any] = {}
+    for name, opt in agent.optimizers().items():
+        state = opt.state_dict()
+        for param_id, param_state in state["state"].items():
+            for key, value in param_state.items():
+                value = torch.as_tensor(value)
+                tensors[f"{name}.{param_id}.{key}"] = value.detach().cpu().clone().contiguous()
+        groups[name] = state["param_groups"]
+    return tensors, groups
+
+
+def save(
+    agent: agents.Agent,
+    path: str | os.PathLike[str],
+    *,
+    env_id: str,
+    counters: dict[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``agent`` to the checkpoint directory ``path`` atomically; returns the path.
+
+    ``counters`` records progress (env steps, updates); ``extra`` any JSON-able metadata
+    (the run's resolved config, the last evaluation).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        safetensors.torch.save_file(_weights(agent), tmp / WEIGHTS)
+        opt_tensors, opt_groups = _optimizer_state(agent)
+        safetensors.torch.save_file(opt_tensors, tmp / OPTIMIZER)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "agent": agent.name,
+            "norm": agent.norm,
+            "env_id": env_id,
+            "observation_space": space_to_json(agent.observation_space),
+            "action_space": space_to_json(agent.action_space),
+            "agent_config": asdict(agent.config),
+            "counters": dict(counters or {}),
+            "optimizer_param_groups": opt_groups,
+            "extra": dict(extra or {}),
+            "versions": {
+                "rlnorm": rlnorm.__version__,
+                "torch": torch.__version__,
+                "gymnasium": gym.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+            "sha256": {WEIGHTS: _sha256(tmp / WEIGHTS), OPTIMIZER: _sha256(tmp / OPTIMIZER)},
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        # Swap in the new checkpoint: the old one is moved aside first, so at every instant
+        # one complete checkpoint exists under `path` or its backup name.
+        backup = path.with_name(f".{path.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        if path.exists():
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        if backup.exists():
+            shutil.rmtree(backup)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple | set):
+        return list(value)
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Validate that ``path`` is an rlnorm checkpoint directory and return its metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        what = (
+            "a pickle file"
+            if head[:1] == b"\x80"
+            else "a zip archive (torch.save or stable-baselines3 format)"
+            if head == b"PK\x03\x04"
+            else "a file"
+        )
+        raise CheckpointError(
+            f"{path} is {what}, not an rlnorm checkpoint directory; rlnorm never unpickles, "
+            f"a checkpoint is a directory holding {WEIGHTS} and {META}"
+        )
+    for name in (META, WEIGHTS, OPTIMIZER):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: not an rlnorm checkpoint, {name} is missing")
+    try:
+        meta = json.loads((path / META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / META}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path / META}: not an rlnorm checkpoint (format is not {FORMAT!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('format_version')!r}, "
+            f"this rlnorm reads version {FORMAT_VERSION}"
+        )
+    for name, digest in meta.get("sha256", {}).items():
+        if _sha256(path / name) != digest:
+            raise CheckpointError(
+                f"{path / name} is corrupted or truncated: its checksum does not match meta.json"
+            )
+    return meta
+
+
+def _load_tensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(path, device=str(device))
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+def load(
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    agent: str | None = None,
+    norm: str | None = None,
+) -> agents.Agent:
+    """Rebuild the agent saved at ``path``, every module in eval mode, optimizers restored.
+
+    ``agent`` and ``norm``, when given, must match the checkpoint's; a mismatch (or a
+    checkpoint whose tensors do not fit the agent it names) raises :class:`CheckpointError`.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    for asked, key in ((agent, "agent"), (norm, "norm")):
+        if asked is not None and asked != meta[key]:
+            raise CheckpointError(f"{path} holds a {key} {meta[key]!r}, not {asked!r}")
+    try:
+        cls = agents.get(meta["agent"])
+        obj = cls(
+            space_from_json(meta["observation_space"]),
+            space_from_json(meta["action_space"]),
+            agents.build_config(cls, meta["agent_config"]),
+            meta["norm"],
+            device,
+        )
+    except RlnormError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its agent: {e}") from None
+
+    weights = _load_tensors(path / WEIGHTS, obj.device)
+    modules = obj.modules()
+    expected = {f"{n}.{k}" for n, m in modules.items() for k in m.state_dict()}
+    if set(weights) != expected:
+        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise CheckpointError(
+            f"{path}: weights do not fit a {meta['agent']} agent with norm {meta['norm']!r} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for name, module in modules.items():
+        prefix = f"{name}."
+        state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights of {name!r} do not fit: {e}") from None
+        module.eval()
+
+    opt_tensors = _load_tensors(path / OPTIMIZER, obj.device)
+    for name, opt in obj.optimizers().items():
+        groups = meta["optimizer_param_groups"].get(name)
+        if groups is None:
+            raise CheckpointError(f"{path}: no state for optimizer {name!r}")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in opt_tensors.items():
+            opt_name, param_id, field = key.split(".", 2)
+            if opt_name == name:
+                state.setdefault(int(param_id), {})[field] = value
+        try:
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: optimizer {name!r} state does not fit: {e}") from None
+    obj.counters = dict(meta.get("counters", {}))
+    return obj
+
+
+__all__ = ["load", "read_meta", "save", "space_from_json", "space_to_json"]

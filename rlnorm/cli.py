@@ -1,0 +1,183 @@
+"""The ``rlnorm`` command: ``train``, ``eval``, ``list``.
+
+Exit status 2 means the command was given something invalid (an unknown agent, env or
+norm, a bad config); the message on stderr names it and lists what is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from rlnorm import checkpoint, config, envs, norm
+from rlnorm.agents import base as agents
+from rlnorm.errors import RlnormError
+from rlnorm.learner import EVAL_SEED_OFFSET, Learner
+from rlnorm.rollout import evaluate
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlnorm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent; prints where its logs and checkpoint are")
+    train.add_argument("--agent", default="ppo", help="agent name (see `rlnorm list`)")
+    train.add_argument("--env", default="CartPole-v1", help="environment id")
+    train.add_argument("--norm", default=None, help="normalization (default: the config's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--steps", type=int, default=None, help="environment steps (default: the config's)"
+    )
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>",
+    )
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    train.add_argument("--config", type=Path, default=None, help="a YAML config of your own")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set agent.lr=3e-4 (repeatable)",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
+    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument(
+        "--seed", type=int, default=None, help="default: the seed the run's own evaluations used"
+    )
+    ev.add_argument("--num-envs", type=int, default=20)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    ev.add_argument("--json", action="store_true", help="print one JSON line")
+
+    sub.add_parser("list", help="list agents, environments and normalizations")
+    return parser
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RlnormError(
+            f"--device {name}: CUDA is not available on this machine (use --device cpu)"
+        )
+    return device
+
+
+def _train(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    envs.make(args.env, num_envs=1)  # fail early, before anything is written, on an unknown env
+    cfg = config.resolve(
+        args.agent,
+        args.env,
+        norm=args.norm,
+        seed=args.seed,
+        device=str(device),
+        config_file=args.config,
+        overrides=args.overrides,
+        total_steps=args.steps,
+    )
+    run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
+        f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.dump(cfg))
+    (run_dir / "command.txt").write_text(" ".join(["rlnorm", *sys.argv[1:]]) + "\n")
+
+    torch.manual_seed(cfg.seed)
+    env = envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device)
+    eval_env = envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device)
+    cls = agents.get(cfg.agent)
+    agent = cls(
+        env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm, device
+    )
+    result = Learner(agent, env, eval_env, cfg, run_dir, quiet=args.quiet).train()
+    final = result.final_eval
+    print(
+        f"trained {cfg.agent} ({cfg.norm} norm) on {cfg.env}: {result.env_steps} env steps "
+        f"in {result.wall_time:.1f} s"
+    )
+    print(
+        f"final evaluation:  mean return {final.mean:.2f} +- {final.std:.2f} "
+        f"over {len(final.returns)} episodes (deterministic, eval mode)"
+    )
+    print(f"TensorBoard logs:  {result.tb_dir}   (view: tensorboard --logdir {result.tb_dir})")
+    print(f"checkpoint:        {result.last_checkpoint}   (rlnorm eval {result.last_checkpoint})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    meta = checkpoint.read_meta(args.checkpoint)
+    agent = checkpoint.load(args.checkpoint, device=device)
+    run_seed = meta.get("extra", {}).get("run_config", {}).get("seed", 0)
+    seed = args.seed if args.seed is not None else run_seed + EVAL_SEED_OFFSET
+    env = envs.make(meta["env_id"], num_envs=args.num_envs, device=device)
+    result = evaluate(agent, env, args.episodes, deterministic=not args.stochastic, seed=seed)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "mean_return": result.mean,
+                    "std_return": result.std,
+                    "episodes": len(result.returns),
+                    "seed": seed,
+                }
+            )
+        )
+    else:
+        print(
+            f"{meta['agent']} ({meta['norm']} norm) on {meta['env_id']}: mean return "
+            f"{result.mean:.2f} +- {result.std:.2f} over {len(result.returns)} episodes"
+        )
+    return 0
+
+
+def _list(_: argparse.Namespace) -> int:
+    print("agents:")
+    for name in agents.names():
+        shipped = sorted(p.stem for p in (config.packaged_configs_dir() / name).glob("*.yaml"))
+        print(f"  {name:12s} configs: {', '.join(shipped) or '-'}")
+    print("environments (native torch):")
+    for env_id in envs.env_ids():
+        print(f"  {env_id}")
+    print("normalizations:")
+    for name in norm.names():
+        kind = norm.get(name)
+        flags = [
+            f
+            for f, on in (
+                ("batch-dependent", kind.batch_dependent),
+                ("mode-dependent", kind.mode_dependent),
+            )
+            if on
+        ]
+        print(f"  {name:12s} {kind.description}" + (f" [{', '.join(flags)}]" if flags else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlnorm`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    command = {"train": _train, "eval": _eval, "list": _list}[args.command]
+    try:
+        return command(args)
+    except RlnormError as e:
+        print(f"rlnorm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

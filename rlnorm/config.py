@@ -1,0 +1,203 @@
+"""Run configuration: YAML files shipped with the package, user files, and overrides.
+
+A config file has three top-level keys, each optional::
+
+    norm: batch            # the normalization when --norm is not given
+    train: {...}           # TrainConfig fields: budget, envs, evaluation
+    agent: {...}           # the agent's Config dataclass fields
+
+``configs/<agent>/<env-id>.yaml`` is used when it exists, else ``configs/<agent>/default.yaml``.
+Files are read with ``yaml.safe_load``: a config cannot construct Python objects or run
+code. Every key is checked: an unknown key names the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlnorm.agents import base as agents
+from rlnorm.errors import ConfigError, UnknownNameError
+
+
+@dataclass
+class TrainConfig:
+    """What the learner does, independent of the algorithm."""
+
+    total_steps: int = 100_000  # environment steps (steps x sub-envs, autoreset steps included)
+    num_envs: int = 8
+    eval_every: int = 20_000  # env steps between evaluations (0: only at the end)
+    eval_episodes: int = 20  # episodes per periodic evaluation
+    final_eval_episodes: int = 100  # episodes of the evaluation at the end
+    eval_num_envs: int = 20  # sub-envs of the separate evaluation env
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written into the run directory as ``config.yaml``."""
+
+    agent: str
+    env: str
+    norm: str
+    seed: int = 0
+    device: str = "cpu"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    agent_config: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "env": self.env,
+            "norm": self.norm,
+            "seed": self.seed,
+            "device": self.device,
+            "train": asdict(self.train),
+            "agent_config": _plain(asdict(self.agent_config)),
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, so YAML and JSON dumps hold only plain types."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def packaged_config(agent: str, env_id: str) -> Path | None:
+    """The shipped config for ``agent`` on ``env_id`` (or the agent's default), if any."""
+    root = packaged_configs_dir() / agent
+    for name in (f"{env_id}.yaml", "default.yaml"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a config file safely; a syntax error names the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"agent.lr=3e-4"`` -> ``(["agent", "lr"], 0.0003)``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. agent.lr=3e-4)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+    return key.strip().split("."), value
+
+
+_TOP_KEYS = ("norm", "train", "agent")
+
+
+def _merge(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _check_section(name: str, values: Any) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{name}: expected a mapping of keys, got {type(values).__name__} {values!r}"
+        )
+    return values
+
+
+def _train_config(values: dict[str, Any]) -> TrainConfig:
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in defaults:
+            err = UnknownNameError("train config key", key, defaults)
+            raise ConfigError(f"train.{key}: {err}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(
+                f"train.{key}: expected an integer, got {type(value).__name__} {value!r}"
+            )
+        minimum = 0 if key == "eval_every" else 1
+        if value < minimum:
+            raise ConfigError(f"train.{key}: must be >= {minimum}, got {value}")
+    return TrainConfig(**values)
+
+
+def resolve(
+    agent: str,
+    env_id: str,
+    *,
+    norm: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: list[str] = (),
+    total_steps: int | None = None,
+) -> RunConfig:
+    """Build the run's config: file (user's, else shipped) < overrides < explicit arguments."""
+    from rlnorm import norm as norms
+
+    cls = agents.get(agent)
+    source = config_file if config_file is not None else packaged_config(agent, env_id)
+    data = read_yaml(source) if source is not None else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge(data, key, value)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{key}: {UnknownNameError('top-level config key', key, _TOP_KEYS)}")
+    train_values = _check_section("train", data.get("train"))
+    if total_steps is not None:
+        train_values["total_steps"] = total_steps
+    chosen_norm = norm if norm is not None else data.get("norm", "none")
+    norms.get(chosen_norm)
+    return RunConfig(
+        agent=agent,
+        env=env_id,
+        norm=chosen_norm,
+        seed=seed,
+        device=device,
+        train=_train_config(train_values),
+        agent_config=agents.build_config(cls, _check_section("agent", data.get("agent"))),
+    )
+
+
+def packaged_configs_dir() -> Path:
+    """The folder of shipped configs (``configs/`` in the repository)."""
+    return Path(str(resources.files("rlnorm.configs")))
+
+
+def dump(cfg: RunConfig) -> str:
+    """The resolved config as YAML, loadable again with ``--config``."""
+    d = cfg.to_dict()
+    header = "".join(f"# {k}: {d[k]}\n" for k in ("agent", "env", "seed", "device"))
+    body = {"norm": d["norm"], "train": d["train"], "agent": d["agent_config"]}
+    return header + yaml.safe_dump(body, sort_keys=False)

@@ -1,0 +1,264 @@
+"""The only path from a policy to an environment.
+
+Every forward pass that chooses an action runs inside :func:`rlnorm.acting`: eval mode
+(BatchNorm uses its running statistics, so a lone state is not normalized to zero and no
+state's action depends on the others in its batch) and inference mode (no autograd graph).
+Rollouts are stored as tensors on the env's device.
+
+Environments follow gymnasium's next-step autoreset: the step after an episode ends only
+resets that sub-env. Such a step is not a transition, so every stored step carries a
+``valid`` flag, and the observation returned when an episode ends (its final observation)
+is the next stored observation, ready for bootstrapping a truncated return.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlnorm.agents.base import Agent
+from rlnorm.envs.base import TorchVecEnv
+from rlnorm.errors import EnvError
+from rlnorm.safety import acting
+
+
+@dataclass
+class Rollout:
+    """``T`` steps from ``N`` sub-envs, time-major, on the env's device.
+
+    Attributes:
+        obs: ``(T + 1, N, *obs_shape)``; row ``t + 1`` follows action ``t`` (after an episode
+            ends at ``t`` it is that episode's final observation).
+        actions: ``(T, N, *action_shape)`` as sent to the env.
+        rewards, terminated, truncated: ``(T, N)``.
+        valid: ``(T, N)``; False where the step only reset its sub-env (next-step autoreset).
+        extras: the agent's per-sample outputs from acting, each ``(T + 1, N, ...)``; row
+            ``T`` comes from acting on the last observation, for bootstrapping.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    valid: torch.Tensor
+    extras: dict[str, torch.Tensor]
+
+    @property
+    def num_steps(self) -> int:
+        """Environment steps in this rollout, counted as steps x sub-envs."""
+        return self.rewards.numel()
+
+
+@dataclass
+class EvalResult:
+    """Returns and lengths of the evaluated episodes, in a fixed per-env order."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.returns.std())
+
+
+def _check_obs(obs: torch.Tensor, env: TorchVecEnv) -> None:
+    expected = (env.num_envs, *env.single_observation_space.shape)
+    if tuple(obs.shape) != expected:
+        raise EnvError(
+            f"{env.env_id} returned observations of shape {tuple(obs.shape)}, expected "
+            f"{expected} (num_envs, *observation_space.shape)"
+        )
+
+
+def _check_finite(name: str, values: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+    """Raise naming the first step and env whose ``values`` are NaN or inf (one host sync)."""
+    bad = ~torch.isfinite(values.reshape(*values.shape[:2], -1)).all(-1)
+    if valid is not None:
+        bad &= valid
+    if bool(bad.any()):
+        step, env_index = (int(i) for i in bad.nonzero()[0])
+        raise EnvError(f"non-finite {name} at rollout step {step}, env index {env_index}")
+
+
+class RolloutManager:
+    """Runs an agent's policy against a batched env, always in eval and inference mode.
+
+    Args:
+        agent: the agent whose :meth:`~rlnorm.agents.base.Agent.act` chooses actions.
+        env: the training env; its device is where rollouts are stored.
+        eval_env: a separate env for :meth:`evaluate`, so evaluation never disturbs the
+            episodes in flight in ``env``.
+    """
+
+    def __init__(self, agent: Agent, env: TorchVecEnv, eval_env: TorchVecEnv | None = None) -> None:
+        self.agent = agent
+        self.env = env
+        self.eval_env = eval_env
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self._obs: torch.Tensor | None = None
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset the training env and the per-episode counters."""
+        obs, _ = self.env.reset(seed=seed)
+        _check_obs(obs, self.env)
+        n, device = self.env.num_envs, self.env.device
+        self._obs = obs
+        self._prev_done = torch.zeros(n, dtype=torch.bool, device=device)
+        self._ep_return = torch.zeros(n, dtype=torch.float64, device=device)
+        self._ep_length = torch.zeros(n, dtype=torch.int64, device=device)
+        return obs
+
+    def _act(self, obs: torch.Tensor, deterministic: bool = False) -> Any:
+        with acting(*self.agent.acting_modules()):
+            return self.agent.act(obs, deterministic=deterministic)
+
+    def collect(self, steps_per_env: int) -> Rollout:
+        """Step every sub-env ``steps_per_env`` times with the current policy."""
+        if self._obs is None:
+            self.reset()
+        env, T, n = self.env, steps_per_env, self.env.num_envs
+        obs_buf = torch.empty((T + 1, *self._obs.shape), dtype=self._obs.dtype, device=env.device)
+        rewards = torch.empty((T, n), dtype=env.dtype, device=env.device)
+        terminated = torch.empty((T, n), dtype=torch.bool, device=env.device)
+        truncated = torch.empty_like(terminated)
+        valid = torch.empty_like(terminated)
+        finished = torch.empty((T, n), dtype=torch.bool, device=env.device)
+        finished_return = torch.empty((T, n), dtype=torch.float64, device=env.device)
+        finished_length = torch.empty((T, n), dtype=torch.int64, device=env.device)
+        actions: torch.Tensor | None = None
+        extras: dict[str, torch.Tensor] = {}
+
+        obs = self._obs
+        for t in range(T):
+            out = self._act(obs)
+            if actions is None:
+                actions = out.actions.new_empty((T, *out.actions.shape))
+                extras = {k: v.new_empty((T + 1, *v.shape)) for k, v in out.extras.items()}
+            obs_buf[t] = obs
+            actions[t] = out.actions
+            for k, v in out.extras.items():
+                extras[k][t] = v
+            obs, reward, term, trunc, _ = env.step(out.actions)
+            _check_obs(obs, env)
+            valid[t] = ~self._prev_done
+            rewards[t], terminated[t], truncated[t] = reward, term, trunc
+            # Episode bookkeeping stays on device: finished episodes are read once per rollout.
+            self._ep_return += reward
+            self._ep_length += valid[t]
+            done = term | trunc
+            finished[t] = done
+            finished_return[t] = self._ep_return
+            finished_length[t] = self._ep_length
+            self._ep_return.masked_fill_(done, 0.0)
+            self._ep_length.masked_fill_(done, 0)
+            self._prev_done = done
+        obs_buf[T] = obs
+        for k, v in self._act(obs).extras.items():
+            extras[k][T] = v
+        self._obs = obs
+
+        _check_finite("reward", rewards, valid)
+        _check_finite("observation", obs_buf)
+        self.episode_returns.extend(finished_return[finished].tolist())
+        self.episode_lengths.extend(finished_length[finished].tolist())
+        return Rollout(obs_buf, actions, rewards, terminated, truncated, valid, extras)
+
+    def evaluate(
+        self, episodes: int, deterministic: bool = True, seed: int | None = None
+    ) -> EvalResult:
+        """Run ``episodes`` full episodes on the eval env (see :func:`evaluate`)."""
+        if self.eval_env is None:
+            raise ValueError("this RolloutManager has no eval_env; pass one to evaluate")
+        return evaluate(self.agent, self.eval_env, episodes, deterministic=deterministic, seed=seed)
+
+
+def evaluate(
+    agent: Agent,
+    env: TorchVecEnv,
+    episodes: int,
+    deterministic: bool = True,
+    seed: int | None = None,
+) -> EvalResult:
+    """Run exactly ``episodes`` episodes of ``agent`` on ``env`` in eval mode.
+
+    Sub-env ``i`` is assigned a fixed quota of episodes up front and only those are
+    recorded, so the estimate is not biased towards short episodes (taking whichever
+    episodes finish first would be).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n, device = env.num_envs, env.device
+    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
+    quota[: episodes % n] += 1
+    max_quota = int(quota.max())
+    returns = torch.zeros((n, max_quota), dtype=torch.float64, device=device)
+    lengths = torch.zeros((n, max_quota), dtype=torch.int64, device=device)
+    count = torch.zeros(n, dtype=torch.int64, device=device)
+    ep_return = torch.zeros(n, dtype=torch.float64, device=device)
+    ep_length = torch.zeros(n, dtype=torch.int64, device=device)
+    prev_done = torch.zeros(n, dtype=torch.bool, device=device)
+    rows = torch.arange(n, device=device)
+
+    obs, _ = env.reset(seed=seed)
+    _check_obs(obs, env)
+    max_steps = (env.max_episode_steps + 1) * max_quota + 1
+    for _ in range(max_steps):
+        with acting(*agent.acting_modules()):
+            actions = agent.act(obs, deterministic=deterministic).actions
+        obs, reward, term, trunc, _ = env.step(actions)
+        _check_obs(obs, env)
+        ep_return += reward
+        ep_length += ~prev_done
+        done = term | trunc
+        record = done & (count < quota)
+        slot = count.clamp(max=max_quota - 1)
+        returns[rows, slot] = torch.where(record, ep_return, returns[rows, slot])
+        lengths[rows, slot] = torch.where(record, ep_length, lengths[rows, slot])
+        count += record
+        ep_return.masked_fill_(done, 0.0)
+        ep_length.masked_fill_(done, 0)
+        prev_done = done
+        if bool((count >= quota).all()):
+            break
+    else:
+        raise EnvError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
+    taken = torch.arange(max_quota, device=device) < quota[:, None]
+    return EvalResult(returns[taken].cpu().numpy(), lengths[taken].cpu().numpy())
+
+
+def predict(agent: Agent, obs: Any, deterministic: bool = True) -> Any:
+    """Actions for one unbatched observation or a batch, through the same eval-mode path.
+
+    ``obs`` may be a tensor, an array or a list; a single observation of the space's shape
+    gets a single action back, a batch ``(B, *shape)`` gets ``B`` actions. Tensors come back
+    for tensor input, numpy arrays otherwise.
+    """
+    space: gym.spaces.Space = agent.observation_space
+    as_tensor = isinstance(obs, torch.Tensor)
+    x = torch.as_tensor(np.asarray(obs) if not as_tensor else obs, device=agent.device)
+    shape = tuple(space.shape)
+    if tuple(x.shape) == shape:
+        batch = x.unsqueeze(0)
+    elif x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape:
+        batch = x
+    else:
+        raise EnvError(
+            f"observation of shape {tuple(x.shape)} does not fit the agent's observation space "
+            f"{shape}: pass one observation {shape} or a batch (B, {', '.join(map(str, shape))})"
+        )
+    with acting(*agent.acting_modules()):
+        actions = agent.act(batch, deterministic=deterministic).actions
+    if batch is not x:
+        actions = actions[0]
+    return actions if as_tensor else actions.cpu().numpy()

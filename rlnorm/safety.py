@@ -1,0 +1,107 @@
+"""Mode discipline: act only in eval mode, update only in train mode, restore exactly.
+
+``acting`` and ``training`` are the two doors through which rlnorm runs a network. Each
+records the ``training`` flag of every submodule on entry and puts back exactly that flag on
+exit, even when the body raises: a blanket ``.train()`` on exit would flip a submodule the
+caller had deliberately frozen in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from rlnorm.norm import GuardedBatchNorm1d, kind_of
+
+
+def _submodules(modules: Iterable[nn.Module]) -> list[nn.Module]:
+    """Every distinct submodule of ``modules`` (a module reached twice is recorded once)."""
+    seen: dict[int, nn.Module] = {}
+    for root in modules:
+        if not isinstance(root, nn.Module):
+            raise TypeError(f"expected torch.nn.Module, got {type(root).__name__}")
+        for m in root.modules():
+            seen.setdefault(id(m), m)
+    return list(seen.values())
+
+
+@contextmanager
+def _mode(modules: tuple[nn.Module, ...], train: bool) -> Iterator[None]:
+    subs = _submodules(modules)
+    saved = [m.training for m in subs]
+    try:
+        for m in subs:
+            m.training = train
+        yield
+    finally:
+        for m, was_training in zip(subs, saved, strict=True):
+            m.training = was_training
+
+
+@contextmanager
+def acting(*modules: nn.Module) -> Iterator[None]:
+    """Run ``modules`` as a policy acts: every submodule in eval mode, under inference mode.
+
+    In eval mode BatchNorm normalizes with its running statistics, so a state's output does
+    not depend on which other states share its batch, and a single state is not normalized
+    to zero. Inference mode records no autograd graph. On exit every submodule gets back
+    the exact mode it had.
+    """
+    with _mode(modules, train=False), torch.inference_mode():
+        yield
+
+
+@contextmanager
+def training(*modules: nn.Module) -> Iterator[None]:
+    """Run ``modules`` as an update does: every submodule in train mode, gradients enabled.
+
+    The mirror of :func:`acting`; on exit every submodule gets back the exact mode it had.
+    """
+    with _mode(modules, train=True), torch.enable_grad():
+        yield
+
+
+def label_layers(modules: Mapping[str, nn.Module]) -> None:
+    """Record each guarded norm layer's path (``"actor.1"``) so its errors can name it."""
+    for prefix, root in modules.items():
+        for path, m in root.named_modules(prefix=prefix):
+            if isinstance(m, GuardedBatchNorm1d):
+                m.rlnorm_path = path
+
+
+@contextmanager
+def frozen_statistics(*modules: nn.Module) -> Iterator[None]:
+    """Normalize with running statistics while training the weights.
+
+    Inside, every mode-dependent norm layer (BatchNorm: see :mod:`rlnorm.norm`) of
+    ``modules`` is in eval mode, so it normalizes with its running statistics and does not
+    update them; every other submodule keeps its mode. A network updated this way is, during
+    the update, exactly the function that acts, which is what an on-policy importance ratio
+    assumes. The statistics must then be refreshed separately (a train-mode forward pass).
+    """
+    layers = [m for m in _submodules(modules) if (k := kind_of(m)) is not None and k.mode_dependent]
+    with _mode(tuple(layers), train=False):
+        yield
+
+
+def train_and_eval_outputs(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``module(x)`` in train mode and in eval mode, without side effects.
+
+    No gradient is recorded, running statistics are put back as they were (a train-mode
+    BatchNorm pass would move them), and every submodule's mode is restored. For measuring
+    the train/eval gap of a network on a batch.
+    """
+    buffers = [(b, b.clone()) for b in module.buffers()]
+    try:
+        with torch.no_grad(), _mode((module,), train=True):
+            train_out = module(x)
+        with torch.no_grad(), _mode((module,), train=False):
+            eval_out = module(x)
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    return train_out, eval_out
