@@ -43,11 +43,11 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
-from rlnorm.agents.base import ActOutput, Agent, OnPolicy, register
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
 from rlnorm import norm as norms
+from rlnorm.agents.base import ActOutput, Agent, OnPolicy, register
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout
@@ -133,7 +133,7 @@ def gae(
     for t in reversed(range(rewards.shape[0])):
         next_value = values[t + 1] * ~terminated[t]
         delta = rewards[t] + gamma * next_value - values[t]
-        running = delta + gamma * lam * ~(terminated[t] | truncated[t]) * running
+        running = delta + gamma * lam * running * ~(terminated[t] | truncated[t])
         advantages[t] = running
     return advantages
 

@@ -25,9 +25,16 @@ class UnknownNameError(RlnormError, ValueError):
         self.kind = kind
         self.name = name
         self.valid = sorted(valid)
-        close = difflib.get_close_matches(str(name), self.valid, n=1)
+        close = difflib.get_close_matches(str(name), self.valid, n=1) or [
+            v for v in self.valid if v == _initials(str(name))
+        ]
         hint = f" Did you mean {close[0]!r}?" if close else ""
         super().__init__(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(self.valid)}")
+
+
+def _initials(name: str) -> str:
+    """``"learning_rate"`` -> ``"lr"``: catches the usual abbreviations difflib misses."""
+    return "".join(part[:1] for part in name.replace("-", "_").split("_"))
 
 
 class ConfigError(RlnormError, ValueError):
