@@ -174,3 +174,37 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         f"{key}: expected {expected.__name__} (like the default {default!r}), "
         f"got {type(value).__name__} {value!r}"
     )
+
+
+def check_ranges(
+    config: Any,
+    *,
+    choices: Mapping[str, tuple[str, ...]] = {},
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    unit_interval: tuple[str, ...] = (),
+) -> None:
+    """Raise :class:`ConfigError` naming the first field of ``config`` out of its range.
+
+    For an agent Config's ``__post_init__``: ``choices`` maps a field to its valid strings,
+    ``positive`` fields must be > 0, ``non_negative`` >= 0, ``unit_interval`` in [0, 1].
+    """
+    for key, valid in choices.items():
+        if getattr(config, key) not in valid:
+            raise ConfigError(
+                f"agent.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
+            )
+    bounds = [(k, "> 0", lambda v: v > 0) for k in positive]
+    bounds += [(k, ">= 0", lambda v: v >= 0) for k in non_negative]
+    bounds += [(k, "in [0, 1]", lambda v: 0 <= v <= 1) for k in unit_interval]
+    for key, text, ok in bounds:
+        value = getattr(config, key)
+        if isinstance(value, tuple):
+            if not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) and ok(v) for v in value
+            ):
+                raise ConfigError(
+                    f"agent.{key}: every entry must be an integer {text}, got {list(value)}"
+                )
+        elif not ok(value):
+            raise ConfigError(f"agent.{key}: must be {text}, got {value!r}")

@@ -47,7 +47,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
 from rlnorm import norm as norms
-from rlnorm.agents.base import ActOutput, Agent, OnPolicy, register
+from rlnorm.agents.base import ActOutput, Agent, OnPolicy, check_ranges, register
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout
@@ -76,6 +76,19 @@ class PPOConfig:
     old_log_prob: str = "recompute"  # "recompute" or "behaviour" (see the module docstring)
     norm_update: str = "frozen"  # "frozen" or "batch" (see the module docstring)
     norm_statistics: str = "cumulative"  # running statistics: "cumulative" or "ema" (momentum 0.1)
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            choices={
+                "old_log_prob": ("recompute", "behaviour"),
+                "norm_update": ("frozen", "batch"),
+                "norm_statistics": ("cumulative", "ema"),
+            },
+            positive=("rollout_steps", "epochs", "minibatch_size", "lr", "clip_range", "hidden"),
+            non_negative=("ent_coef", "vf_coef", "max_grad_norm"),
+            unit_interval=("gamma", "gae_lambda"),
+        )
 
 
 class Policy(nn.Module):
@@ -154,14 +167,6 @@ class PPO(Agent):
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(observation_space, action_space, config, norm, device)
-        for key, valid in (
-            ("old_log_prob", ("recompute", "behaviour")),
-            ("norm_update", ("batch", "frozen")),
-        ):
-            if getattr(config, key) not in valid:
-                raise ConfigError(
-                    f"agent.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
-                )
         if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
             raise ConfigError(f"ppo supports Discrete and Box actions, not {action_space}")
         self.batch_dependent = norms.get(norm).batch_dependent

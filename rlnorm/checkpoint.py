@@ -161,8 +161,16 @@ def save(
             shutil.rmtree(backup)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _interrupted_swap(path):
+            os.replace(path.with_name(f".{path.name}.old"), path)  # put the old one back
         raise
     return path
+
+
+def _interrupted_swap(path: Path) -> bool:
+    """True when a save was interrupted between moving the old checkpoint aside and
+    moving the new one in."""
+    return path.with_name(f".{path.name}.old").exists() and not path.exists()
 
 
 def _json_default(value: Any) -> Any:
@@ -206,8 +214,27 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: checkpoint format version {meta.get('format_version')!r}, "
             f"this rlnorm reads version {FORMAT_VERSION}"
         )
-    for name, digest in meta.get("sha256", {}).items():
-        if _sha256(path / name) != digest:
+    required = {
+        "agent": str,
+        "norm": str,
+        "env_id": str,
+        "observation_space": dict,
+        "action_space": dict,
+        "agent_config": dict,
+        "optimizer_param_groups": dict,
+        "sha256": dict,
+    }
+    for key, kind in required.items():
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path / META}: {key!r} is missing or not a {kind.__name__}")
+    # Every data file is checked; a checksum table naming other files is itself corrupt.
+    if set(meta["sha256"]) != {WEIGHTS, OPTIMIZER}:
+        raise CheckpointError(
+            f"{path / META}: 'sha256' must list exactly {WEIGHTS} and {OPTIMIZER}, "
+            f"got {sorted(meta['sha256'])}"
+        )
+    for name in (WEIGHTS, OPTIMIZER):
+        if _sha256(path / name) != meta["sha256"][name]:
             raise CheckpointError(
                 f"{path / name} is corrupted or truncated: its checksum does not match meta.json"
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,16 @@ from rlnorm.learner import EVAL_SEED_OFFSET, Learner
 from rlnorm.rollout import evaluate
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlnorm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--norm", default=None, help="normalization (default: the config's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--steps", type=int, default=None, help="environment steps (default: the config's)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="environment steps (default: the config's)",
     )
     train.add_argument(
         "--run-dir",
@@ -54,15 +68,33 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
     ev.add_argument("checkpoint", type=Path)
-    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="default: as many as the run's final evaluation",
+    )
     ev.add_argument(
         "--seed", type=int, default=None, help="default: the seed the run's own evaluations used"
     )
-    ev.add_argument("--num-envs", type=int, default=20)
+    ev.add_argument(
+        "--num-envs",
+        type=_positive_int,
+        default=None,
+        help="default: the run's own evaluation env size",
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--json", action="store_true", help="print one JSON line")
 
+    for command in (train, ev):
+        command.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=1,
+            help="torch intra-op CPU threads (default 1: fastest for small networks, and immune "
+            "to oversubscription when several runs share the cores)",
+        )
     sub.add_parser("list", help="list agents, environments and normalizations")
     return parser
 
@@ -94,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.dump(cfg))
-    (run_dir / "command.txt").write_text(" ".join(["rlnorm", *sys.argv[1:]]) + "\n")
+    (run_dir / "command.txt").write_text(shlex.join(["rlnorm", *args.argv]) + "\n")
 
     torch.manual_seed(cfg.seed)
     env = envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device)
@@ -122,10 +154,13 @@ def _eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     meta = checkpoint.read_meta(args.checkpoint)
     agent = checkpoint.load(args.checkpoint, device=device)
-    run_seed = meta.get("extra", {}).get("run_config", {}).get("seed", 0)
-    seed = args.seed if args.seed is not None else run_seed + EVAL_SEED_OFFSET
-    env = envs.make(meta["env_id"], num_envs=args.num_envs, device=device)
-    result = evaluate(agent, env, args.episodes, deterministic=not args.stochastic, seed=seed)
+    # Defaults replay the run's own evaluation: same seed, same split of episodes over envs.
+    run_config = meta.get("extra", {}).get("run_config", {})
+    seed = args.seed if args.seed is not None else run_config.get("seed", 0) + EVAL_SEED_OFFSET
+    num_envs = args.num_envs or run_config.get("train", {}).get("eval_num_envs", 20)
+    episodes = args.episodes or run_config.get("train", {}).get("final_eval_episodes", 100)
+    env = envs.make(meta["env_id"], num_envs=num_envs, device=device)
+    result = evaluate(agent, env, episodes, deterministic=not args.stochastic, seed=seed)
     if args.json:
         print(
             json.dumps(
@@ -170,7 +205,11 @@ def _list(_: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlnorm`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
+    if hasattr(args, "threads"):
+        torch.set_num_threads(args.threads)
     command = {"train": _train, "eval": _eval, "list": _list}[args.command]
     try:
         return command(args)
