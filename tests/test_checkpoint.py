@@ -31,15 +31,6 @@ ENV_ID = "CartPole-v1"
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one intra-op thread is fastest and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(norm: str, **config: object) -> agents.Agent:
     env = envs.make(ENV_ID, 8)
     cls = agents.get("ppo")
