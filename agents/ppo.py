@@ -24,16 +24,17 @@ What is specific to normalization:
 - ``norm_statistics = "cumulative"`` (default) averages running statistics over every
   rollout instead of BatchNorm's exponential average, so the acting function settles
   rather than shifting with each rollout's state distribution.
-
-Measured on CartPole-v1 (README): plain train-mode BatchNorm PPO (``norm_update=batch``)
-does not learn within the budget, and frozen statistics with an exponential average learn
-and then collapse; frozen + cumulative reaches 500.
 - ``old_log_prob = "recompute"`` (default) recomputes the ratio's denominator before the
   first epoch with the network as the update runs it (train mode on the whole rollout, or
   frozen statistics), so every ratio starts at 1. ``"behaviour"`` keeps the
   log-probabilities of the eval-mode acting pass (the textbook importance ratio); with
   ``norm_update = "batch"`` BatchNorm's gap then shows up as spurious clipping.
   Without a mode-dependent norm all settings coincide.
+
+Measured on CartPole-v1 (README, ``benchmarks/ppo_batchnorm_variants.py``): train-mode
+BatchNorm PPO (``norm_update=batch``) does not reliably learn within the budget; frozen
+statistics with an exponential average learn and then collapse; frozen statistics with a
+cumulative average reach 500.
 """
 
 from __future__ import annotations
