@@ -25,16 +25,32 @@ class UnknownNameError(RlnormError, ValueError):
         self.kind = kind
         self.name = name
         self.valid = sorted(valid)
-        close = difflib.get_close_matches(str(name), self.valid, n=1) or [
-            v for v in self.valid if v == _initials(str(name))
-        ]
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        close = _suggest(str(name), self.valid)
+        hint = f" Did you mean {close!r}?" if close else ""
         super().__init__(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(self.valid)}")
 
 
-def _initials(name: str) -> str:
-    """``"learning_rate"`` -> ``"lr"``: catches the usual abbreviations difflib misses."""
-    return "".join(part[:1] for part in name.replace("-", "_").split("_"))
+def _suggest(name: str, valid: list[str]) -> str | None:
+    """The valid name the user most likely meant, if any.
+
+    Tried in order: the same name without case, separators or a trailing "norm"
+    (``"BatchNorm"`` -> ``"batch"``); initials (``"learning_rate"`` -> ``"lr"``); then
+    difflib's closest match.
+    """
+
+    def bare(text: str) -> str:
+        text = text.lower().replace("_", "").replace("-", "")
+        return text.removesuffix("norm") or text
+
+    initials = "".join(part[:1] for part in name.replace("-", "_").split("_"))
+    for candidates in (
+        [v for v in valid if bare(v) == bare(name)],
+        [v for v in valid if v == initials],
+        difflib.get_close_matches(name, valid, n=1),
+    ):
+        if candidates:
+            return candidates[0]
+    return None
 
 
 class ConfigError(RlnormError, ValueError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from rlnorm import norm as norms
 from rlnorm.errors import UnknownNameError
+from rlnorm.layers import CosineLinear
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -29,31 +32,80 @@ def activation(name: str | type[nn.Module]) -> type[nn.Module]:
     return name
 
 
+class StreamNorm(nn.ModuleList):
+    """One normalization layer per input stream, behind weights the streams share.
+
+    The source post's fix for statistics shared across streams ("two networks with shared
+    weights, with separate batch norm variables for each network"): stream ``i`` is
+    normalized by layer ``i`` only, so each stream's running statistics (and its affine
+    parameters, which are per stream too: the post's "batch norm variables" include them)
+    converge to that stream's own distribution.
+    """
+
+    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:  # type: ignore[override]
+        if not 0 <= stream < len(self):
+            raise ValueError(
+                f"stream={stream} but this layer has {len(self)} streams (0..{len(self) - 1})"
+            )
+        return self[stream](input)
+
+
+class MLP(nn.Sequential):
+    """A Sequential whose :class:`StreamNorm` layers are told which stream is passing."""
+
+    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            input = layer(input, stream) if isinstance(layer, StreamNorm) else layer(input)
+        return input
+
+
 def mlp(
     in_dim: int,
     out_dim: int,
     hidden: Sequence[int] = (64, 64),
     norm: str = "batch",
     activation_fn: str | type[nn.Module] = "tanh",
-) -> nn.Sequential:
+    streams: int = 1,
+) -> MLP:
     """Build ``Linear -> norm -> activation`` for each hidden width, then a final ``Linear``.
 
     The normalization layer sits between each hidden Linear and its activation, as in the
     BatchNorm paper; the output layer is never normalized so the head can take any scale.
     ``norm`` is a name from :mod:`rlnorm.norm` (``"none"``, ``"batch"``, ``"layer"``, ...).
+    ``streams > 1`` gives each norm layer one copy per stream (:class:`StreamNorm`); call
+    the net as ``net(x, stream=i)``.
     """
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
     kind = norms.get(norm)
     act = activation(activation_fn)
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers.append(nn.Linear(width, h))
+        layers.append(kind.linear(width, h))
         if kind.layer is not None:
-            layers.append(kind.layer(h))
+            layers.append(
+                kind.layer(h) if streams == 1 else StreamNorm(kind.layer(h) for _ in range(streams))
+            )
         layers.append(act())
         width = h
     layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
+
+
+def joint_forward(
+    net: nn.Module, *inputs: torch.Tensor, **kwargs: object
+) -> tuple[torch.Tensor, ...]:
+    """Run ``inputs`` through ``net`` as one merged batch; return the outputs split back.
+
+    In train mode every batch-dependent layer then normalizes all streams with one set of
+    batch statistics, so the running statistics converge to the mixture the net is trained
+    on, and (s, a) and (s', a') in a critic see the same normalization (CrossQ's trick).
+    """
+    if not inputs:
+        raise ValueError("joint_forward needs at least one input")
+    sizes = [x.shape[0] for x in inputs]
+    return tuple(net(torch.cat(inputs), **kwargs).split(sizes))
 
 
 def orthogonal_init(
@@ -64,7 +116,14 @@ def orthogonal_init(
     The usual policy-gradient initialization: a small ``out_gain`` (0.01) on the policy head
     starts the policy near uniform, 1.0 on a value head keeps values at the reward scale.
     """
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear | CosineLinear)]
     for i, layer in enumerate(linears):
-        nn.init.orthogonal_(layer.weight, out_gain if i == len(linears) - 1 else hidden_gain)
-        nn.init.zeros_(layer.bias)
+        weight = torch.empty_like(layer.weight)
+        nn.init.orthogonal_(weight, out_gain if i == len(linears) - 1 else hidden_gain)
+        with torch.no_grad():
+            if parametrize.is_parametrized(layer, "weight"):
+                layer.weight = weight  # through the parametrization's right inverse (g, v)
+            else:
+                layer.weight.copy_(weight)
+        if getattr(layer, "bias", None) is not None:
+            nn.init.zeros_(layer.bias)

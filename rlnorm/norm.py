@@ -10,38 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from rlnorm.errors import NormalizationError, UnknownNameError
-
-
-class GuardedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d that refuses a train-mode batch too small to have statistics.
-
-    torch's BatchNorm1d in train mode raises an opaque error for input ``(1, C)``, silently
-    normalizes over the length axis for ``(1, C, L)``, and rejects an unbatched ``(C,)``
-    state. Each of these means a policy is being run in train mode on a lone state, the
-    first failure of the source post, so each raises :class:`NormalizationError` naming the
-    layer and the fix.
-    """
-
-    #: Set by :func:`rlnorm.safety.label_layers` to the layer's path inside its agent.
-    rlnorm_path: str = ""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            batch = input.shape[0] if input.dim() in (2, 3) else 1
-            if input.dim() not in (2, 3) or batch < 2:
-                where = self.rlnorm_path or f"BatchNorm1d({self.num_features})"
-                raise NormalizationError(
-                    f"{where}: train-mode BatchNorm got input of shape {tuple(input.shape)}, "
-                    f"a batch of {batch} sample(s); it would normalize a lone state with its "
-                    "own statistics (to zero). Act through rlnorm.acting(...) or the "
-                    "RolloutManager, which run the policy in eval mode; train on batches of "
-                    "at least 2."
-                )
-        return super().forward(input)
+from rlnorm.errors import UnknownNameError
+from rlnorm.layers import (
+    BatchRenorm1d,
+    CosineLinear,
+    GuardedBatchNorm1d,
+    RMSNorm,
+    weight_normed_linear,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +30,8 @@ class NormKind:
         name: the name used in configs and on the command line.
         layer: builds the normalization layer for ``features`` channels, placed after a
             hidden Linear layer; ``None`` when the kind adds no layer.
+        linear: builds each hidden linear layer ``(in, out)``; kinds that normalize the
+            linear map itself (weight, cosine) replace ``nn.Linear`` here.
         batch_dependent: in train mode, does the output for ``x_i`` depend on other ``x_j``?
         mode_dependent: do the train-mode and eval-mode outputs differ?
         description: one line for ``rlnorm list``.
@@ -65,6 +45,7 @@ class NormKind:
     mode_dependent: bool
     description: str
     layer_types: tuple[type[nn.Module], ...] = ()
+    linear: Callable[[int, int], nn.Module] = nn.Linear
 
 
 _REGISTRY: dict[str, NormKind] = {}
@@ -139,5 +120,46 @@ register(
         mode_dependent=False,
         description="LayerNorm: per-sample statistics, one path in train and eval mode",
         layer_types=(nn.LayerNorm,),
+    )
+)
+register(
+    NormKind(
+        "batch_renorm",
+        BatchRenorm1d,
+        batch_dependent=True,
+        mode_dependent=True,
+        description="Batch Renormalization: batch statistics corrected towards running ones",
+        layer_types=(BatchRenorm1d,),
+    )
+)
+register(
+    NormKind(
+        "weight",
+        None,
+        batch_dependent=False,
+        mode_dependent=False,
+        description="weight normalization of each hidden Linear: w = g * v / |v|",
+        linear=weight_normed_linear,
+    )
+)
+register(
+    NormKind(
+        "cosine",
+        None,
+        batch_dependent=False,
+        mode_dependent=False,
+        description="cosine normalization: pre-activation = scale * cos(w, x)",
+        layer_types=(CosineLinear,),
+        linear=CosineLinear,
+    )
+)
+register(
+    NormKind(
+        "rms",
+        RMSNorm,
+        batch_dependent=False,
+        mode_dependent=False,
+        description="RMSNorm: per-sample root-mean-square scaling, one path in train and eval",
+        layer_types=(RMSNorm,),
     )
 )

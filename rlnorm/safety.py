@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from rlnorm.norm import GuardedBatchNorm1d, kind_of
+from rlnorm.layers import BatchGuard
+from rlnorm.norm import kind_of
 
 
 def _submodules(modules: Iterable[nn.Module]) -> list[nn.Module]:
@@ -68,7 +69,7 @@ def label_layers(modules: Mapping[str, nn.Module]) -> None:
     """Record each guarded norm layer's path (``"actor.1"``) so its errors can name it."""
     for prefix, root in modules.items():
         for path, m in root.named_modules(prefix=prefix):
-            if isinstance(m, GuardedBatchNorm1d):
+            if isinstance(m, BatchGuard):
                 m.rlnorm_path = path
 
 

@@ -1,0 +1,186 @@
+"""Normalization layers that torch lacks or gets unsafe, for the registry in :mod:`rlnorm.norm`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlnorm.errors import NormalizationError
+
+
+class BatchGuard:
+    """Mixin for batch-dependent layers: refuse a train-mode batch without statistics.
+
+    A train-mode batch of one (``(1, C)``, ``(1, C, L)``) or an unbatched ``(C,)`` state
+    means a policy is being run in train mode on a lone state, the source post's first
+    failure: its own statistics would normalize it to zero (torch either raises an opaque
+    error or, for ``(1, C, L)``, silently normalizes over ``L``). Raise instead, naming the
+    layer and the fix.
+    """
+
+    #: Set by :func:`rlnorm.safety.label_layers` to the layer's path inside its agent.
+    rlnorm_path: str = ""
+
+    def check_batch(self, input: torch.Tensor) -> None:
+        batch = input.shape[0] if input.dim() in (2, 3) else 1
+        if input.dim() not in (2, 3) or batch < 2:
+            where = self.rlnorm_path or type(self).__name__
+            raise NormalizationError(
+                f"{where}: train-mode {type(self).__name__} got input of shape "
+                f"{tuple(input.shape)}, a batch of {batch} sample(s); it would normalize a "
+                "lone state with its own statistics (to zero). Act through rlnorm.acting(...) "
+                "or the RolloutManager, which run the policy in eval mode; train on batches "
+                "of at least 2."
+            )
+
+
+class GuardedBatchNorm1d(BatchGuard, nn.BatchNorm1d):
+    """torch's BatchNorm1d with the :class:`BatchGuard` check in train mode."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.check_batch(input)
+        return super().forward(input)
+
+
+class BatchRenorm1d(BatchGuard, nn.Module):
+    """Batch Renormalization (Ioffe 2017) over ``(N, C)`` or ``(N, C, L)`` inputs.
+
+    Train mode normalizes with the batch statistics corrected towards the running ones::
+
+        r = clip(sigma_B / sigma, 1 / r_max, r_max)
+        d = clip((mu_B - mu) / sigma, -d_max, d_max)
+        y = gamma * ((x - mu_B) / sigma_B * r + d) + beta      (r, d without gradient)
+
+    so that, when the clips are inactive, the train-mode output equals the eval-mode output
+    ``gamma * (x - mu) / sigma + beta``, while gradients still see the batch statistics.
+    Eval mode uses the running statistics only.
+
+    Schedule (counted in train-mode forward passes, ``num_batches_tracked``): for
+    ``warmup_steps`` it is plain BatchNorm (r = 1, d = 0) while the running statistics
+    settle; then ``r_max`` grows linearly from 1 and ``d_max`` from 0 to their final values
+    over ``relax_steps``. Defaults: Ioffe's final clips (3, 5) and CrossQ's momentum (0.01);
+    a warm-up of 1,000 passes and a relaxation of 5,000 instead of the paper's 5k and 40k
+    (25k for d) because RL runs make ~10^4 updates, not ImageNet's 10^5-10^6: with the
+    paper's schedule a CartPole run would end inside it. A warm-up longer than the run
+    makes the layer plain BatchNorm throughout; :func:`rlnorm.audit` reports that.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.01,
+        r_max: float = 3.0,
+        d_max: float = 5.0,
+        warmup_steps: int = 1_000,
+        relax_steps: int = 5_000,
+    ) -> None:
+        super().__init__()
+        if r_max < 1 or d_max < 0 or warmup_steps < 0 or relax_steps < 0:
+            raise ValueError("BatchRenorm1d needs r_max >= 1, d_max >= 0 and non-negative steps")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.r_max, self.d_max = r_max, d_max
+        self.warmup_steps, self.relax_steps = warmup_steps, relax_steps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def clip_limits(self) -> tuple[float, float]:
+        """The ``(r_max, d_max)`` for the next train-mode pass (``(1, 0)`` during warm-up)."""
+        # passes after warm-up, this one included; the first warmup_steps passes are warm-up
+        past = int(self.num_batches_tracked) - self.warmup_steps + 1
+        if past <= 0:
+            return 1.0, 0.0
+        frac = 1.0 if self.relax_steps == 0 else min(1.0, past / self.relax_steps)
+        return 1.0 + (self.r_max - 1.0) * frac, self.d_max * frac
+
+    def _shape(self, t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, 1) if input.dim() == 3 else t
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            mean, var = self.running_mean, self.running_var
+            x_hat = (input - self._shape(mean, input)) / self._shape(
+                torch.sqrt(var + self.eps), input
+            )
+        else:
+            self.check_batch(input)
+            dims = (0, 2) if input.dim() == 3 else (0,)
+            batch_mean = input.mean(dims)
+            batch_var = input.var(dims, unbiased=False)
+            batch_std = torch.sqrt(batch_var + self.eps)
+            running_std = torch.sqrt(self.running_var + self.eps)
+            r_max, d_max = self.clip_limits()
+            with torch.no_grad():
+                r = (batch_std / running_std).clamp(1.0 / r_max, r_max)
+                d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)
+                n = input.numel() / input.shape[1]
+                # momentum None: cumulative average over every batch, as in torch's BatchNorm
+                weight = self.momentum
+                if weight is None:
+                    weight = 1.0 / (self.num_batches_tracked + 1).to(batch_mean.dtype)
+                self.running_mean.lerp_(batch_mean, weight)
+                self.running_var.lerp_(batch_var * n / max(n - 1, 1), weight)
+                self.num_batches_tracked += 1
+            x_hat = (input - self._shape(batch_mean, input)) / self._shape(batch_std, input)
+            x_hat = x_hat * self._shape(r, input) + self._shape(d, input)
+        return x_hat * self._shape(self.weight, input) + self._shape(self.bias, input)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, momentum={self.momentum}, r_max={self.r_max}, "
+            f"d_max={self.d_max}, warmup_steps={self.warmup_steps}, relax_steps={self.relax_steps}"
+        )
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * weight``, per sample.
+
+    No mean subtraction and no bias; one path in train and eval mode. (torch's own
+    ``nn.RMSNorm`` needs torch >= 2.4; rlnorm supports 2.3.)
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input * torch.rsqrt(input.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CosineLinear(nn.Module):
+    """Cosine normalization (Luo et al. 2018): the pre-activation is the cosine similarity
+    between the input and each weight vector, times a learnable scalar ``scale``.
+
+    ``y_j = scale * <w_j, x> / (|w_j| |x| + eps)``. Bounded in ``[-scale, scale]`` whatever
+    the input's magnitude; no bias (a bias would undo the normalization's centring at 0).
+    ``scale`` starts at 1 and lets the network sharpen its pre-activations: without it, a
+    tanh after the layer could never saturate.
+    """
+
+    def __init__(self, in_features: int, out_features: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.eps = in_features, out_features, eps
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.scale = nn.Parameter(torch.ones(()))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        dots = F.linear(input, self.weight)
+        norms = input.norm(dim=-1, keepdim=True) * self.weight.norm(dim=-1)
+        return self.scale * dots / (norms + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def weight_normed_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A Linear whose weight is ``g * v / |v|`` per output row (Salimans & Kingma 2016)."""
+    return nn.utils.parametrizations.weight_norm(nn.Linear(in_features, out_features))
