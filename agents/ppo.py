@@ -26,7 +26,9 @@ What is specific to normalization:
   rather than shifting with each rollout's state distribution.
 - ``old_log_prob = "recompute"`` (default) recomputes the ratio's denominator before the
   first epoch with the network as the update runs it (train mode on the whole rollout, or
-  frozen statistics), so every ratio starts at 1. ``"behaviour"`` keeps the
+  frozen statistics), so the first ratio is 1 (exactly with frozen statistics; with
+  ``norm_update = "batch"`` only when a minibatch is the whole rollout, since smaller
+  minibatches have their own statistics). ``"behaviour"`` keeps the
   log-probabilities of the eval-mode acting pass (the textbook importance ratio); with
   ``norm_update = "batch"`` BatchNorm's gap then shows up as spurious clipping.
   Without a mode-dependent norm all settings coincide.
@@ -71,7 +73,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
-    hidden: tuple = (64, 64)
+    hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0  # continuous actions: initial log standard deviation
     old_log_prob: str = "recompute"  # "recompute" or "behaviour" (see the module docstring)
@@ -109,12 +111,17 @@ class Policy(nn.Module):
             self.log_std = nn.Parameter(torch.full((out_dim,), float(cfg.log_std_init)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters (logits, or the Gaussian mean) for a batch of states."""
         return self.body(obs)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
+        """The action distribution for ``forward``'s output.
+
+        Argument validation is off: it checks values on the host, a sync per call on a GPU.
+        """
         if self.discrete:
-            return Categorical(logits=params)
-        return Normal(params, self.log_std.exp().expand_as(params))
+            return Categorical(logits=params, validate_args=False)
+        return Normal(params, self.log_std.exp().expand_as(params), validate_args=False)
 
 
 def log_prob(dist: Distribution, action: torch.Tensor) -> torch.Tensor:
@@ -124,6 +131,7 @@ def log_prob(dist: Distribution, action: torch.Tensor) -> torch.Tensor:
 
 
 def entropy(dist: Distribution) -> torch.Tensor:
+    """Entropy of each sample's distribution, summed over action dimensions for a Gaussian."""
     ent = dist.entropy()
     return ent if isinstance(dist, Categorical) else ent.sum(-1)
 
@@ -270,10 +278,13 @@ class PPO(Agent):
         stats: dict[str, list[torch.Tensor]] = {
             k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
         }
-        # Measured before any forward pass whose graph the diagnostic could disturb.
-        diagnostics = {"norm/train_eval_gap": self._train_eval_gap(obs[: cfg.minibatch_size])}
+        diagnostics: dict[str, torch.Tensor] = {}
         for _ in range(cfg.epochs):
             for idx in torch.randperm(n, device=obs.device).tensor_split(num_minibatches):
+                if not diagnostics:
+                    # On the first minibatch, before any forward pass whose autograd graph the
+                    # diagnostic's buffer restore could invalidate.
+                    diagnostics["norm/train_eval_gap"] = self._train_eval_gap(obs[idx])
                 params = self.actor(obs[idx])
                 dist = self.actor.distribution(params)
                 new_log_prob = log_prob(dist, samples[idx])

@@ -119,6 +119,7 @@ def save(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _recover_interrupted_swap(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         safetensors.torch.save_file(_weights(agent), tmp / WEIGHTS)
@@ -145,6 +146,7 @@ def save(
             },
             "sha256": {WEIGHTS: _sha256(tmp / WEIGHTS), OPTIMIZER: _sha256(tmp / OPTIMIZER)},
         }
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make checkpoints private
         (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -161,16 +163,23 @@ def save(
             shutil.rmtree(backup)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _interrupted_swap(path):
-            os.replace(path.with_name(f".{path.name}.old"), path)  # put the old one back
+        _recover_interrupted_swap(path)
         raise
     return path
 
 
-def _interrupted_swap(path: Path) -> bool:
-    """True when a save was interrupted between moving the old checkpoint aside and
-    moving the new one in."""
-    return path.with_name(f".{path.name}.old").exists() and not path.exists()
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _recover_interrupted_swap(path: Path) -> None:
+    """Put the previous checkpoint back if a save died between moving it aside and moving
+    the new one in (an exception, SIGKILL or power loss between the two renames)."""
+    backup = path.with_name(f".{path.name}.old")
+    if backup.exists() and not path.exists():
+        os.replace(backup, path)
 
 
 def _json_default(value: Any) -> Any:
@@ -178,12 +187,13 @@ def _json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, torch.Tensor | np.ndarray):
         return value.tolist()
-    return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} in meta.json")
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Validate that ``path`` is an rlnorm checkpoint directory and return its metadata."""
     path = Path(path)
+    _recover_interrupted_swap(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     if path.is_file():
@@ -274,8 +284,8 @@ def load(
             meta["norm"],
             device,
         )
-    except RlnormError as e:
-        raise CheckpointError(f"{path}: cannot rebuild its agent: {e}") from None
+    except (RlnormError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild its agent from meta.json: {e!r}") from None
 
     weights = _load_tensors(path / WEIGHTS, obj.device)
     modules = obj.modules()
@@ -301,13 +311,13 @@ def load(
         if groups is None:
             raise CheckpointError(f"{path}: no state for optimizer {name!r}")
         state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in opt_tensors.items():
-            opt_name, param_id, field = key.split(".", 2)
-            if opt_name == name:
-                state.setdefault(int(param_id), {})[field] = value
         try:
+            for key, value in opt_tensors.items():
+                opt_name, param_id, field = key.split(".", 2)
+                if opt_name == name:
+                    state.setdefault(int(param_id), {})[field] = value
             opt.load_state_dict({"state": state, "param_groups": groups})
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: optimizer {name!r} state does not fit: {e}") from None
     obj.counters = dict(meta.get("counters", {}))
     return obj

@@ -23,7 +23,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def activation(name: str | type[nn.Module]) -> type[nn.Module]:
+def resolve_activation(name: str | type[nn.Module]) -> type[nn.Module]:
     """Resolve an activation given by name (``"tanh"``, ``"relu"``, ...) or as a module class."""
     if isinstance(name, str):
         if name not in _ACTIVATIONS:
@@ -64,7 +64,7 @@ def mlp(
     out_dim: int,
     hidden: Sequence[int] = (64, 64),
     norm: str = "batch",
-    activation_fn: str | type[nn.Module] = "tanh",
+    activation: str | type[nn.Module] = "tanh",
     streams: int = 1,
 ) -> MLP:
     """Build ``Linear -> norm -> activation`` for each hidden width, then a final ``Linear``.
@@ -78,7 +78,7 @@ def mlp(
     if streams < 1:
         raise ValueError(f"streams must be >= 1, got {streams}")
     kind = norms.get(norm)
-    act = activation(activation_fn)
+    act = resolve_activation(activation)
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:

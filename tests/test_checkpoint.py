@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -452,3 +453,19 @@ def test_failure_while_swapping_in_keeps_the_previous_checkpoint(
 
     assert_same_state(previous, rlnorm.load(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"], "temporary files left"
+
+
+def test_a_save_killed_between_its_two_renames_is_recovered(tmp_path: Path) -> None:
+    """SIGKILL after the old checkpoint was moved aside and before the new one moved in
+    leaves only the backup: loading (and the next save) put it back instead of losing it."""
+    agent = make_agent("batch")
+    path = rlnorm.save(agent, tmp_path / "last", env_id=ENV_ID)
+    os.replace(path, tmp_path / ".last.old")  # the state such a kill leaves behind
+    loaded = rlnorm.load(path)
+    assert path.is_dir() and not (tmp_path / ".last.old").exists()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            agent.actor.state_dict().values(), loaded.actor.state_dict().values(), strict=True
+        )
+    )

@@ -258,7 +258,11 @@ INVALID = {
     ),
     "unknown-norm": (
         lambda t: ["--norm", "batchnorm"],
-        ["unknown norm 'batchnorm'", "Did you mean 'batch'?", "batch, layer, none"],
+        [
+            "unknown norm 'batchnorm'",
+            "Did you mean 'batch'?",
+            "batch, batch_renorm, cosine, layer, none, rms, weight",
+        ],
     ),
     "unknown-agent-key": (
         lambda t: ["--set", "agent.learning_rate=1"],
