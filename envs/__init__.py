@@ -9,12 +9,27 @@ import torch
 
 from rlnorm.errors import EnvError, UnknownNameError
 
+from .acrobot import Acrobot
 from .base import TorchVecEnv
 from .cartpole import CartPole
+from .mountain_car import MountainCar, MountainCarContinuous
+from .pendulum import Pendulum
 
-ENV_REGISTRY: dict[str, type[TorchVecEnv]] = {"CartPole-v1": CartPole}
+ENV_REGISTRY: dict[str, type[TorchVecEnv]] = {
+    env.env_id: env for env in (CartPole, Pendulum, MountainCar, MountainCarContinuous, Acrobot)
+}
 
-__all__ = ["ENV_REGISTRY", "CartPole", "TorchVecEnv", "env_ids", "make"]
+__all__ = [
+    "ENV_REGISTRY",
+    "Acrobot",
+    "CartPole",
+    "MountainCar",
+    "MountainCarContinuous",
+    "Pendulum",
+    "TorchVecEnv",
+    "env_ids",
+    "make",
+]
 
 
 def env_ids() -> list[str]:
