@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlnorm.agents.base import Agent
+from rlnorm.agents.base import ActOutput, Agent
 from rlnorm.envs.base import TorchVecEnv
 from rlnorm.errors import EnvError
 from rlnorm.safety import acting
@@ -92,6 +92,40 @@ def _check_finite(name: str, values: torch.Tensor, valid: torch.Tensor | None = 
         raise EnvError(f"non-finite {name} at rollout step {step}, env index {env_index}")
 
 
+def act(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+    """``agent.act`` on a batch inside :func:`rlnorm.acting`: the one way a policy acts."""
+    with acting(*agent.acting_modules()):
+        return agent.act(obs, deterministic=deterministic)
+
+
+class _Episodes:
+    """Return and length of each sub-env's running episode, kept on the env's device.
+
+    Under next-step autoreset the step after an episode ends is no transition: it gets
+    ``valid`` False and adds nothing to the new episode's length.
+    """
+
+    def __init__(self, num_envs: int, device: torch.device) -> None:
+        self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
+        self.lengths = torch.zeros(num_envs, dtype=torch.int64, device=device)
+        self.prev_done = torch.zeros(num_envs, dtype=torch.bool, device=device)
+
+    def step(
+        self, reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Count one env step; returns ``(valid, done, returns, lengths)``, where
+        ``returns``/``lengths`` are each episode's totals including this step."""
+        valid = ~self.prev_done
+        self.returns += reward
+        self.lengths += valid
+        done = terminated | truncated
+        returns, lengths = self.returns.clone(), self.lengths.clone()
+        self.returns.masked_fill_(done, 0.0)
+        self.lengths.masked_fill_(done, 0)
+        self.prev_done = done
+        return valid, done, returns, lengths
+
+
 class RolloutManager:
     """Runs an agent's policy against a batched env, always in eval and inference mode.
 
@@ -114,16 +148,9 @@ class RolloutManager:
         """Reset the training env and the per-episode counters."""
         obs, _ = self.env.reset(seed=seed)
         _check_obs(obs, self.env)
-        n, device = self.env.num_envs, self.env.device
         self._obs = obs
-        self._prev_done = torch.zeros(n, dtype=torch.bool, device=device)
-        self._ep_return = torch.zeros(n, dtype=torch.float64, device=device)
-        self._ep_length = torch.zeros(n, dtype=torch.int64, device=device)
+        self._episodes = _Episodes(self.env.num_envs, self.env.device)
         return obs
-
-    def _act(self, obs: torch.Tensor, deterministic: bool = False) -> Any:
-        with acting(*self.agent.acting_modules()):
-            return self.agent.act(obs, deterministic=deterministic)
 
     def collect(self, steps_per_env: int) -> Rollout:
         """Step every sub-env ``steps_per_env`` times with the current policy."""
@@ -143,7 +170,7 @@ class RolloutManager:
 
         obs = self._obs
         for t in range(T):
-            out = self._act(obs)
+            out = act(self.agent, obs)
             if actions is None:
                 actions = out.actions.new_empty((T, *out.actions.shape))
                 extras = {k: v.new_empty((T + 1, *v.shape)) for k, v in out.extras.items()}
@@ -153,20 +180,13 @@ class RolloutManager:
                 extras[k][t] = v
             obs, reward, term, trunc, _ = env.step(out.actions)
             _check_obs(obs, env)
-            valid[t] = ~self._prev_done
             rewards[t], terminated[t], truncated[t] = reward, term, trunc
             # Episode bookkeeping stays on device: finished episodes are read once per rollout.
-            self._ep_return += reward
-            self._ep_length += valid[t]
-            done = term | trunc
-            finished[t] = done
-            finished_return[t] = self._ep_return
-            finished_length[t] = self._ep_length
-            self._ep_return.masked_fill_(done, 0.0)
-            self._ep_length.masked_fill_(done, 0)
-            self._prev_done = done
+            valid[t], finished[t], finished_return[t], finished_length[t] = self._episodes.step(
+                reward, term, trunc
+            )
         obs_buf[T] = obs
-        for k, v in self._act(obs).extras.items():
+        for k, v in act(self.agent, obs).extras.items():
             extras[k][T] = v
         self._obs = obs
 
@@ -207,30 +227,22 @@ def evaluate(
     returns = torch.zeros((n, max_quota), dtype=torch.float64, device=device)
     lengths = torch.zeros((n, max_quota), dtype=torch.int64, device=device)
     count = torch.zeros(n, dtype=torch.int64, device=device)
-    ep_return = torch.zeros(n, dtype=torch.float64, device=device)
-    ep_length = torch.zeros(n, dtype=torch.int64, device=device)
-    prev_done = torch.zeros(n, dtype=torch.bool, device=device)
+    episodes_run = _Episodes(n, device)
     rows = torch.arange(n, device=device)
 
     obs, _ = env.reset(seed=seed)
     _check_obs(obs, env)
     max_steps = (env.max_episode_steps + 1) * max_quota + 1
     for step in range(max_steps):
-        with acting(*agent.acting_modules()):
-            actions = agent.act(obs, deterministic=deterministic).actions
+        actions = act(agent, obs, deterministic).actions
         obs, reward, term, trunc, _ = env.step(actions)
         _check_obs(obs, env)
-        ep_return += reward
-        ep_length += ~prev_done
-        done = term | trunc
+        _, done, ep_return, ep_length = episodes_run.step(reward, term, trunc)
         record = done & (count < quota)
         slot = count.clamp(max=max_quota - 1)
         returns[rows, slot] = torch.where(record, ep_return, returns[rows, slot])
         lengths[rows, slot] = torch.where(record, ep_length, lengths[rows, slot])
         count += record
-        ep_return.masked_fill_(done, 0.0)
-        ep_length.masked_fill_(done, 0)
-        prev_done = done
         # Checking is a host sync: every 8 steps is enough, as later episodes are not recorded.
         if step % 8 == 7 and bool((count >= quota).all()):
             break
@@ -260,8 +272,7 @@ def predict(agent: Agent, obs: Any, deterministic: bool = True) -> Any:
             f"observation of shape {tuple(x.shape)} does not fit the agent's observation space "
             f"{shape}: pass one observation {shape} or a batch (B, {', '.join(map(str, shape))})"
         )
-    with acting(*agent.acting_modules()):
-        actions = agent.act(batch, deterministic=deterministic).actions
+    actions = act(agent, batch, deterministic).actions
     if batch is not x:
         actions = actions[0]
     return actions if as_tensor else actions.cpu().numpy()
