@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rlnorm.errors import ConfigError, UnknownNameError
+from rlnorm.normalize import ObservationNormalizer
 
 
 @dataclass
@@ -39,9 +40,27 @@ class ActOutput:
 
 @dataclass(frozen=True)
 class OnPolicy:
-    """Collect ``steps_per_env`` steps from every sub-env, then update once on all of them."""
+    """Collect ``steps_per_env`` steps from every sub-env, then update once on all of them.
+
+    The learner calls ``agent.update(rollout, progress)`` with the :class:`Rollout`.
+    """
 
     steps_per_env: int
+
+
+@dataclass(frozen=True)
+class OffPolicy:
+    """Collect ``steps_per_env`` steps from every sub-env into the agent's replay buffer,
+    then update from the buffer.
+
+    Until ``learning_starts`` environment steps have been collected, actions are drawn
+    uniformly from the action space and no update runs (the buffer fills first). After
+    that the learner calls ``agent.update(agent.replay, progress)``; the agent samples its
+    own minibatches, as many gradient steps as it likes.
+    """
+
+    steps_per_env: int
+    learning_starts: int
 
 
 class Agent:
@@ -74,6 +93,8 @@ class Agent:
         self.device = torch.device(device)
         #: progress counters restored from a checkpoint (env steps, updates), else empty.
         self.counters: dict[str, int] = {}
+        #: set by the learner when ``train.normalize_obs`` is on; applied before every act.
+        self.obs_normalizer: ObservationNormalizer | None = None
 
     # -- what the agent exposes ------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -89,8 +110,10 @@ class Agent:
         raise NotImplementedError
 
     @property
-    def collection(self) -> OnPolicy:
-        """How the learner collects data for this agent."""
+    def collection(self) -> OnPolicy | OffPolicy:
+        """How the learner collects data for this agent. An :class:`OffPolicy` agent also
+        has a ``replay`` attribute, a :class:`rlnorm.replay.ReplayBuffer` the learner fills
+        (and checkpoints, so a resumed run continues with the same buffer)."""
         raise NotImplementedError
 
     # -- what the agent does ---------------------------------------------------------------
@@ -145,14 +168,22 @@ def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> A
     An unknown key names the valid ones (with a did-you-mean); a value whose type does not
     match the field's default names the key, the value and the expected type.
     """
-    defaults = {f.name: f.default for f in fields(cls.Config)}
+    return build_dataclass(cls.Config, values, section="agent", what=f"{cls.name} config key")
+
+
+def build_dataclass(
+    datacls: type, values: Mapping[str, Any] | None, *, section: str, what: str
+) -> Any:
+    """Instantiate the config dataclass ``datacls`` from a mapping of the ``section`` of a
+    config file, type-checking each value against its field's default."""
+    defaults = {f.name: f.default for f in fields(datacls)}
     checked: dict[str, Any] = {}
     for key, value in dict(values or {}).items():
         if key not in defaults:
-            err = UnknownNameError(f"{cls.name} config key", key, defaults)
-            raise ConfigError(f"agent.{key}: {err}") from None
-        checked[key] = _coerce(f"agent.{key}", value, defaults[key])
-    return cls.Config(**checked)
+            err = UnknownNameError(what, key, defaults)
+            raise ConfigError(f"{section}.{key}: {err}") from None
+        checked[key] = _coerce(f"{section}.{key}", value, defaults[key])
+    return datacls(**checked)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -179,6 +210,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 def check_ranges(
     config: Any,
     *,
+    section: str = "agent",
     choices: Mapping[str, tuple[str, ...]] = {},
     positive: tuple[str, ...] = (),
     non_negative: tuple[str, ...] = (),
@@ -188,11 +220,12 @@ def check_ranges(
 
     For an agent Config's ``__post_init__``: ``choices`` maps a field to its valid strings,
     ``positive`` fields must be > 0, ``non_negative`` >= 0, ``unit_interval`` in [0, 1].
+    ``section`` prefixes the key in messages (the config file's top-level key).
     """
     for key, valid in choices.items():
         if getattr(config, key) not in valid:
             raise ConfigError(
-                f"agent.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
+                f"{section}.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
             )
     bounds = [(k, "> 0", lambda v: v > 0) for k in positive]
     bounds += [(k, ">= 0", lambda v: v >= 0) for k in non_negative]
@@ -204,7 +237,7 @@ def check_ranges(
                 isinstance(v, int) and not isinstance(v, bool) and ok(v) for v in value
             ):
                 raise ConfigError(
-                    f"agent.{key}: every entry must be an integer {text}, got {list(value)}"
+                    f"{section}.{key}: every entry must be an integer {text}, got {list(value)}"
                 )
         elif not ok(value):
-            raise ConfigError(f"agent.{key}: must be {text}, got {value!r}")
+            raise ConfigError(f"{section}.{key}: must be {text}, got {value!r}")

@@ -5,6 +5,9 @@ A checkpoint is a directory::
     weights.safetensors    every parameter and buffer of every agent module (running
                            statistics included), keyed "<module>.<state-dict key>"
     optimizer.safetensors  every optimizer's tensor state, keyed "<optimizer>.<param>.<key>"
+    training_state.safetensors
+                           optional: what resuming the run needs beyond the agent (RNG
+                           states, env state, replay buffer), written by the learner
     meta.json              format, agent, norm, env id, spaces, full config, step counts,
                            optimizer hyperparameters, library versions, file checksums
 
@@ -36,12 +39,15 @@ import torch
 import rlnorm
 from rlnorm.agents import base as agents
 from rlnorm.errors import CheckpointError, RlnormError
+from rlnorm.normalize import ObservationNormalizer
 
 FORMAT = "rlnorm-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.safetensors"
+TRAINING_STATE = "training_state.safetensors"
 META = "meta.json"
+OBS_NORMALIZER = "obs_normalizer"
 
 
 def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
@@ -82,13 +88,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _modules(agent: agents.Agent) -> dict[str, torch.nn.Module]:
+    """The agent's modules, plus its observation normalizer when it has one."""
+    modules = dict(agent.modules())
+    normalizer = getattr(agent, "obs_normalizer", None)
+    if normalizer is not None:
+        modules[OBS_NORMALIZER] = normalizer
+    return modules
+
+
 def _weights(agent: agents.Agent) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share storage, and views are not contiguous.
     return {
         f"{name}.{key}": value.detach().cpu().clone().contiguous()
-        for name, module in agent.modules().items()
+        for name, module in _modules(agent).items()
         for key, value in module.state_dict().items()
     }
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    safetensors.torch.save_file(
+        {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, path
+    )
 
 
 def _optimizer_state(agent: agents.Agent) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -111,11 +132,13 @@ def save(
     env_id: str,
     counters: dict[str, int] | None = None,
     extra: dict[str, Any] | None = None,
+    training_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``agent`` to the checkpoint directory ``path`` atomically; returns the path.
 
     ``counters`` records progress (env steps, updates); ``extra`` any JSON-able metadata
-    (the run's resolved config, the last evaluation).
+    (the run's resolved config, the last evaluation); ``training_state`` the tensors a
+    resumed run needs beyond the agent (read back by :func:`load_training_state`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +148,11 @@ def save(
         safetensors.torch.save_file(_weights(agent), tmp / WEIGHTS)
         opt_tensors, opt_groups = _optimizer_state(agent)
         safetensors.torch.save_file(opt_tensors, tmp / OPTIMIZER)
+        files = [WEIGHTS, OPTIMIZER]
+        if training_state is not None:
+            _save_tensors(training_state, tmp / TRAINING_STATE)
+            files.append(TRAINING_STATE)
+        normalizer = getattr(agent, "obs_normalizer", None)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -136,6 +164,9 @@ def save(
             "agent_config": asdict(agent.config),
             "counters": dict(counters or {}),
             "optimizer_param_groups": opt_groups,
+            "obs_normalizer": (
+                None if normalizer is None else {"clip": normalizer.clip, "eps": normalizer.eps}
+            ),
             "extra": dict(extra or {}),
             "versions": {
                 "rlnorm": rlnorm.__version__,
@@ -144,7 +175,7 @@ def save(
                 "numpy": np.__version__,
                 "python": platform.python_version(),
             },
-            "sha256": {WEIGHTS: _sha256(tmp / WEIGHTS), OPTIMIZER: _sha256(tmp / OPTIMIZER)},
+            "sha256": {name: _sha256(tmp / name) for name in files},
         }
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make checkpoints private
         (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
@@ -238,12 +269,15 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not isinstance(meta.get(key), kind):
             raise CheckpointError(f"{path / META}: {key!r} is missing or not a {kind.__name__}")
     # Every data file is checked; a checksum table naming other files is itself corrupt.
-    if set(meta["sha256"]) != {WEIGHTS, OPTIMIZER}:
+    listed = set(meta["sha256"])
+    if listed not in ({WEIGHTS, OPTIMIZER}, {WEIGHTS, OPTIMIZER, TRAINING_STATE}):
         raise CheckpointError(
-            f"{path / META}: 'sha256' must list exactly {WEIGHTS} and {OPTIMIZER}, "
-            f"got {sorted(meta['sha256'])}"
+            f"{path / META}: 'sha256' must list {WEIGHTS} and {OPTIMIZER} (and optionally "
+            f"{TRAINING_STATE}), got {sorted(meta['sha256'])}"
         )
-    for name in (WEIGHTS, OPTIMIZER):
+    for name in sorted(listed):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: {name} is listed in meta.json but missing")
         if _sha256(path / name) != meta["sha256"][name]:
             raise CheckpointError(
                 f"{path / name} is corrupted or truncated: its checksum does not match meta.json"
@@ -284,11 +318,18 @@ def load(
             meta["norm"],
             device,
         )
+        normalizer = meta.get("obs_normalizer")
+        if normalizer is not None:
+            obj.obs_normalizer = ObservationNormalizer(
+                tuple(obj.observation_space.shape),
+                clip=float(normalizer["clip"]),
+                eps=float(normalizer["eps"]),
+            ).to(obj.device)
     except (RlnormError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild its agent from meta.json: {e!r}") from None
 
     weights = _load_tensors(path / WEIGHTS, obj.device)
-    modules = obj.modules()
+    modules = _modules(obj)
     expected = {f"{n}.{k}" for n, m in modules.items() for k in m.state_dict()}
     if set(weights) != expected:
         missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
@@ -323,4 +364,15 @@ def load(
     return obj
 
 
-__all__ = ["load", "read_meta", "save", "space_from_json", "space_to_json"]
+def load_training_state(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The training state saved with the checkpoint at ``path`` (empty if it has none)."""
+    path = Path(path)
+    meta = read_meta(path)
+    if TRAINING_STATE not in meta["sha256"]:
+        return {}
+    return _load_tensors(path / TRAINING_STATE, torch.device(device))
+
+
+__all__ = ["load", "load_training_state", "read_meta", "save", "space_from_json", "space_to_json"]

@@ -13,13 +13,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rlnorm import checkpoint, config, envs, norm
 from rlnorm.agents import base as agents
 from rlnorm.errors import RlnormError
-from rlnorm.learner import EVAL_SEED_OFFSET, Learner
+from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
 from rlnorm.rollout import evaluate
 
 
@@ -38,10 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train an agent; prints where its logs and checkpoint are")
-    train.add_argument("--agent", default="ppo", help="agent name (see `rlnorm list`)")
-    train.add_argument("--env", default="CartPole-v1", help="environment id")
+    train.add_argument("--agent", default=None, help="agent name (default ppo; `rlnorm list`)")
+    train.add_argument("--env", default=None, help="environment id (default CartPole-v1)")
     train.add_argument("--norm", default=None, help="normalization (default: the config's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None, help="default 0")
     train.add_argument(
         "--steps",
         type=_positive_int,
@@ -64,7 +65,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set agent.lr=3e-4 (repeatable)",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it)",
+    )
+    train.add_argument(
+        "--nan-policy",
+        choices=("raise", "warn"),
+        default=None,
+        help="on a NaN/inf observation or reward: stop (default), or warn and drop that "
+        "rollout; a NaN/inf loss or weight always stops the run",
+    )
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar (train.log in the run dir has it)"
+    )
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
     ev.add_argument("checkpoint", type=Path)
@@ -113,15 +130,21 @@ def _device(name: str) -> torch.device:
 
 def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    envs.make(args.env, num_envs=1)  # fail early, before anything is written, on an unknown env
+    if args.resume is not None:
+        return _resume(args, device)
+    agent_name, env_id = args.agent or "ppo", args.env or "CartPole-v1"
+    envs.make(env_id, num_envs=1)  # fail early, before anything is written, on an unknown env
+    overrides = list(args.overrides)
+    if args.nan_policy is not None:
+        overrides.append(f"train.nan_policy={args.nan_policy}")
     cfg = config.resolve(
-        args.agent,
-        args.env,
+        agent_name,
+        env_id,
         norm=args.norm,
-        seed=args.seed,
+        seed=0 if args.seed is None else args.seed,
         device=str(device),
         config_file=args.config,
-        overrides=args.overrides,
+        overrides=overrides,
         total_steps=args.steps,
     )
     run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
@@ -132,13 +155,59 @@ def _train(args: argparse.Namespace) -> int:
     (run_dir / "command.txt").write_text(shlex.join(["rlnorm", *args.argv]) + "\n")
 
     torch.manual_seed(cfg.seed)
-    env = envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device)
-    eval_env = envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device)
+    env, eval_env = _envs(cfg, device)
     cls = agents.get(cfg.agent)
     agent = cls(
         env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm, device
     )
-    result = Learner(agent, env, eval_env, cfg, run_dir, quiet=args.quiet).train()
+    learner = Learner(agent, env, eval_env, cfg, run_dir, quiet=args.quiet)
+    return _report(cfg, learner.train())
+
+
+def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
+    return (
+        envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device),
+        envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device),
+    )
+
+
+def _resume(args: argparse.Namespace, device: torch.device) -> int:
+    """``train --resume RUN_DIR``: the run's own config, from its last checkpoint."""
+    fixed = {
+        "--agent": args.agent,
+        "--env": args.env,
+        "--norm": args.norm,
+        "--seed": args.seed,
+        "--config": args.config,
+        "--run-dir": args.run_dir,
+    }
+    given = [flag for flag, value in fixed.items() if value is not None]
+    if given or args.overrides or args.nan_policy:
+        raise RlnormError(
+            f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}"
+            " (only --steps, --device, --threads and --quiet may change)"
+        )
+    last = args.resume / "checkpoints" / "last"
+    if not args.resume.is_dir():
+        raise RlnormError(f"--resume {args.resume}: no such run directory")
+    if not last.exists() and not last.with_name(".last.old").exists():
+        raise RlnormError(f"--resume {args.resume}: no checkpoints/last to resume from")
+    meta = checkpoint.read_meta(last)
+    cfg = config.from_dict(meta.get("extra", {}).get("run_config", {}))
+    if args.steps is not None:
+        cfg.train.total_steps = args.steps
+    cfg.device = str(device)
+    with open(args.resume / "command.txt", "a") as f:
+        f.write(shlex.join(["rlnorm", *args.argv]) + "\n")
+    agent = checkpoint.load(last, device=device)
+    env, eval_env = _envs(cfg, device)
+    learner = Learner(agent, env, eval_env, cfg, args.resume, quiet=args.quiet)
+    learner.restore(last)
+    print(f"resuming {args.resume} at env step {learner.env_steps} of {cfg.train.total_steps}")
+    return _report(cfg, learner.train())
+
+
+def _report(cfg: config.RunConfig, result: TrainResult) -> int:
     final = result.final_eval
     print(
         f"trained {cfg.agent} ({cfg.norm} norm) on {cfg.env}: {result.env_steps} env steps "

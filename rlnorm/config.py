@@ -14,7 +14,7 @@ code. Every key is checked: an unknown key names the valid ones.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,28 @@ class TrainConfig:
     eval_episodes: int = 20  # episodes per periodic evaluation
     final_eval_episodes: int = 100  # episodes of the evaluation at the end
     eval_num_envs: int = 20  # sub-envs of the separate evaluation env
+    checkpoint_every: int = 10_000  # env steps between resumable checkpoints (0: evaluations only)
+    keep_checkpoints: int = 3  # periodic step-<n> checkpoints kept besides last/ and best/
+    nan_policy: str = "raise"  # NaN/inf obs or reward: stop ("raise"), or "warn" and drop it
+    normalize_obs: bool = False  # running mean/std observation normalization (VecNormalize)
+    normalize_reward: bool = False  # scale rewards by the discounted return's running std
+    reward_gamma: float = 0.99  # discount of the return that normalize_reward tracks
+
+    def __post_init__(self) -> None:
+        agents.check_ranges(
+            self,
+            section="train",
+            choices={"nan_policy": ("raise", "warn")},
+            positive=(
+                "total_steps",
+                "num_envs",
+                "eval_episodes",
+                "final_eval_episodes",
+                "eval_num_envs",
+            ),
+            non_negative=("eval_every", "checkpoint_every", "keep_checkpoints"),
+            unit_interval=("reward_gamma",),
+        )
 
 
 @dataclass
@@ -135,22 +157,6 @@ def _check_section(name: str, values: Any) -> dict[str, Any]:
     return values
 
 
-def _train_config(values: dict[str, Any]) -> TrainConfig:
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for key, value in values.items():
-        if key not in defaults:
-            err = UnknownNameError("train config key", key, defaults)
-            raise ConfigError(f"train.{key}: {err}")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(
-                f"train.{key}: expected an integer, got {type(value).__name__} {value!r}"
-            )
-        minimum = 0 if key == "eval_every" else 1
-        if value < minimum:
-            raise ConfigError(f"train.{key}: must be >= {minimum}, got {value}")
-    return TrainConfig(**values)
-
-
 def resolve(
     agent: str,
     env_id: str,
@@ -185,9 +191,30 @@ def resolve(
         norm=chosen_norm,
         seed=seed,
         device=device,
-        train=_train_config(train_values),
+        train=agents.build_dataclass(
+            TrainConfig, train_values, section="train", what="train config key"
+        ),
         agent_config=agents.build_config(cls, _check_section("agent", data.get("agent"))),
     )
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a :class:`RunConfig` from :meth:`RunConfig.to_dict` (a checkpoint's copy)."""
+    try:
+        cls = agents.get(data["agent"])
+        return RunConfig(
+            agent=data["agent"],
+            env=data["env"],
+            norm=data["norm"],
+            seed=int(data["seed"]),
+            device=data["device"],
+            train=agents.build_dataclass(
+                TrainConfig, data["train"], section="train", what="train config key"
+            ),
+            agent_config=agents.build_config(cls, data["agent_config"]),
+        )
+    except KeyError as e:
+        raise ConfigError(f"a run config needs the key {e.args[0]!r}") from None
 
 
 def packaged_configs_dir() -> Path:

@@ -63,3 +63,14 @@ class CheckpointError(RlnormError, ValueError):
 
 class EnvError(RlnormError, ValueError):
     """An environment got an input it cannot step with (wrong shape, out of range, NaN)."""
+
+
+class NonFiniteError(EnvError):
+    """A NaN or inf appeared in observations, rewards, losses or weights during training.
+
+    ``step`` and ``env_index`` locate it in a rollout when it came from the env.
+    """
+
+    def __init__(self, message: str, step: int | None = None, env_index: int | None = None):
+        super().__init__(message)
+        self.step, self.env_index = step, env_index

@@ -1,26 +1,42 @@
-"""The training loop: collect, update in train mode, log, evaluate, checkpoint.
+"""The training loop: collect, update in train mode, log, evaluate, checkpoint, resume.
 
 The learner owns no algorithm. It asks the rollout manager for data (eval-mode acting),
 hands it to ``agent.update`` inside :func:`rlnorm.training` (train mode, exact mode
-restoration afterwards), logs the returned metrics, evaluates on a separate env and keeps
-``checkpoints/last`` (always) and ``checkpoints/best`` (best evaluation mean) current.
+restoration afterwards), logs the returned metrics, evaluates on a separate env, and keeps
+checkpoints current:
+
+- ``checkpoints/last``: written every ``train.checkpoint_every`` env steps and at every
+  evaluation, with the training state a resumed run needs (RNG states, the env's state,
+  the episodes in flight, the replay buffer, the reward scaler), so a killed run loses at
+  most ``checkpoint_every`` steps;
+- ``checkpoints/best``: the best evaluation mean so far;
+- ``checkpoints/step-<n>``: the last ``train.keep_checkpoints`` periodic snapshots.
+
+A checkpoint is written only after the update that precedes it passed the NaN checks, so
+``last`` is always a good one.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rlnorm import checkpoint
-from rlnorm.agents.base import Agent, OnPolicy
+from rlnorm.agents.base import Agent, OffPolicy, OnPolicy
 from rlnorm.config import RunConfig
 from rlnorm.envs.base import TorchVecEnv
+from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
+from rlnorm.normalize import ObservationNormalizer, RewardScaler
 from rlnorm.rollout import EvalResult, RolloutManager
 from rlnorm.safety import training
 
@@ -42,7 +58,10 @@ class TrainResult:
 
 
 class Learner:
-    """Trains ``agent`` on ``env`` as ``config.train`` says, writing into ``run_dir``."""
+    """Trains ``agent`` on ``env`` as ``config.train`` says, writing into ``run_dir``.
+
+    Call :meth:`restore` with a checkpoint of the same run before :meth:`train` to resume.
+    """
 
     def __init__(
         self,
@@ -53,16 +72,127 @@ class Learner:
         run_dir: str | Path,
         quiet: bool = False,
     ) -> None:
-        if not isinstance(agent.collection, OnPolicy):
-            raise NotImplementedError(f"{agent.name}: only on-policy collection is implemented")
-        self.agent, self.config = agent, config
+        if not isinstance(agent.collection, OnPolicy | OffPolicy):
+            raise ConfigError(
+                f"{agent.name}: collection must be OnPolicy or OffPolicy, got {agent.collection!r}"
+            )
+        self.agent, self.config, self.env = agent, config, env
         self.run_dir = Path(run_dir)
-        self.rollouts = RolloutManager(agent, env, eval_env)
-        self.monitor = Monitor(self.run_dir, config.train.total_steps, quiet=quiet)
+        self.quiet = quiet
+        cfg = config.train
+        if cfg.normalize_obs and agent.obs_normalizer is None:
+            shape = tuple(env.single_observation_space.shape)
+            agent.obs_normalizer = ObservationNormalizer(shape).to(agent.device)
+        scaler = (
+            RewardScaler(env.num_envs, cfg.reward_gamma).to(env.device)
+            if cfg.normalize_reward
+            else None
+        )
+        self.rollouts = RolloutManager(agent, env, eval_env, scaler)
         self.env_steps = 0
         self.updates = 0
-        self.best_mean = -np.inf
+        self.best_mean = -math.inf
+        self.next_eval = cfg.eval_every or None
+        self.next_checkpoint = cfg.checkpoint_every or None
+        self._restored: dict[str, torch.Tensor] | None = None
 
+    # -- checkpoints -----------------------------------------------------------------------
+    def _training_state(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        if self.env.device.type == "cuda":
+            state["rng.cuda"] = torch.cuda.get_rng_state(self.env.device)
+        env_state = getattr(self.env, "state_dict", None)
+        if env_state is not None:
+            state.update({f"env.{k}": v for k, v in env_state().items()})
+        state.update({f"rollout.{k}": v for k, v in self.rollouts.state_dict().items()})
+        replay = getattr(self.agent, "replay", None)
+        if replay is not None:
+            state.update({f"replay.{k}": v for k, v in replay.state_dict().items()})
+        return state
+
+    def _save(self, name: str, with_state: bool = False, **extra: Any) -> Path:
+        return checkpoint.save(
+            self.agent,
+            self.run_dir / "checkpoints" / name,
+            env_id=self.config.env,
+            counters={"env_steps": self.env_steps, "updates": self.updates},
+            extra={
+                "run_config": self.config.to_dict(),
+                "learner": {
+                    "best_mean": self.best_mean,
+                    "next_eval": self.next_eval,
+                    "next_checkpoint": self.next_checkpoint,
+                },
+                **extra,
+            },
+            training_state=self._training_state() if with_state else None,
+        )
+
+    def _checkpoint(self) -> None:
+        """Write ``last`` (resumable) and a periodic ``step-<n>`` snapshot, keeping the newest
+        ``keep_checkpoints`` snapshots."""
+        last = self._save("last", with_state=True)
+        keep = self.config.train.keep_checkpoints
+        if keep == 0:
+            return
+        snapshot = last.with_name(f"step-{self.env_steps:010d}")
+        tmp = last.with_name(f".{snapshot.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(last, tmp)
+        tmp.replace(snapshot)
+        for old in sorted(last.parent.glob("step-*"))[:-keep]:
+            shutil.rmtree(old)
+
+    def restore(self, path: str | Path) -> None:
+        """Continue the run saved in the checkpoint ``path`` (its ``last`` checkpoint): the
+        agent must already hold that checkpoint's weights (:func:`rlnorm.load`); this
+        restores counters, schedules, RNG states, env, episodes and replay buffer."""
+        meta = checkpoint.read_meta(path)
+        state = checkpoint.load_training_state(path, self.env.device)
+        if not state:
+            raise CheckpointError(
+                f"{path} holds no training state (only checkpoints/last of a run does)"
+            )
+        self.env_steps = int(meta["counters"]["env_steps"])
+        self.updates = int(meta["counters"]["updates"])
+        learner = meta["extra"]["learner"]
+        self.best_mean = float(learner["best_mean"])
+        self.next_eval, self.next_checkpoint = learner["next_eval"], learner["next_checkpoint"]
+        # A kill between writing best/ and last/ leaves best/ newer: keep its mean.
+        best = Path(path).parent / "best"
+        if best.is_dir():
+            best_eval = checkpoint.read_meta(best)["extra"].get("eval", {})
+            self.best_mean = max(self.best_mean, float(best_eval.get("mean", -math.inf)))
+        self._restored = state
+
+    def _apply_restored(self) -> None:
+        """Put the restored training state in place, after the env's first reset."""
+        state = self._restored
+        assert state is not None
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            group, _, name = key.partition(".")
+            parts.setdefault(group, {})[name] = value
+        torch.set_rng_state(parts["rng"]["torch"].cpu())
+        if "cuda" in parts["rng"]:
+            torch.cuda.set_rng_state(parts["rng"]["cuda"].cpu(), self.env.device)
+        if "env" in parts:
+            self.env.load_state_dict(parts["env"])
+        else:
+            warnings.warn(
+                f"{self.env!r} cannot save its state: the resumed run starts fresh episodes "
+                "(seeded from the step count), so it will not match an uninterrupted run",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.rollouts.reset(seed=self.config.seed + self.env_steps)
+            parts["rollout"].pop("obs", None)
+        self.rollouts.load_state_dict(parts["rollout"])
+        if "replay" in parts:
+            self.agent.replay.load_state_dict(parts["replay"])
+        self._restored = None
+
+    # -- evaluation ------------------------------------------------------------------------
     def _evaluate(self, episodes: int) -> EvalResult:
         # A fixed seed per run: `rlnorm eval` replays the same episodes from the checkpoint.
         seed = self.config.seed + EVAL_SEED_OFFSET
@@ -82,40 +212,85 @@ class Learner:
             },
             self.env_steps,
         )
+        self.monitor.log(
+            f"step {self.env_steps}: evaluation mean {result.mean:.2f} +- {result.std:.2f} "
+            f"over {len(result.returns)} episodes"
+        )
         with open(self.run_dir / "eval.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        self._save("last", eval=record)
         if result.mean > self.best_mean:
             self.best_mean = result.mean
             self._save("best", eval=record)
         return result
 
-    def _save(self, name: str, **extra: Any) -> Path:
-        return checkpoint.save(
-            self.agent,
-            self.run_dir / "checkpoints" / name,
-            env_id=self.config.env,
-            counters={"env_steps": self.env_steps, "updates": self.updates},
-            extra={"run_config": self.config.to_dict(), **extra},
+    # -- the loop --------------------------------------------------------------------------
+    def _check_update(self, metrics: dict[str, float]) -> None:
+        """Stop on a non-finite loss or weight, naming it."""
+        problems = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
+        for name, module in self.agent.modules().items():
+            for param_name, param in module.named_parameters():
+                if not bool(torch.isfinite(param).all()):
+                    problems.append(f"weight {name}.{param_name}")
+                    break
+        if not problems:
+            return
+        message = (
+            f"non-finite {', '.join(problems)} after update {self.updates} "
+            f"(env step {self.env_steps}); the last good checkpoint is "
+            f"{self.run_dir / 'checkpoints' / 'last'}"
         )
+        # Even with nan_policy=warn: there is nothing to go on training from.
+        raise NonFiniteError(message)
+
+    def _step(self) -> dict[str, float]:
+        """One collection and (unless still warming up) one update; returns the metrics."""
+        collection = self.agent.collection
+        warming_up = (
+            isinstance(collection, OffPolicy) and self.env_steps < collection.learning_starts
+        )
+        try:
+            rollout = self.rollouts.collect(collection.steps_per_env, random_actions=warming_up)
+        except NonFiniteError as e:
+            message = f"{e} (the rollout that began at env step {self.env_steps})"
+            self.env_steps += collection.steps_per_env * self.env.num_envs
+            if self.config.train.nan_policy == "raise":
+                raise NonFiniteError(message, e.step, e.env_index) from None
+            warnings.warn(f"{message}; nan_policy=warn: rollout dropped", RuntimeWarning, 3)
+            return {}
+        self.env_steps += rollout.num_steps
+        progress = min(1.0, self.env_steps / self.config.train.total_steps)
+        if isinstance(collection, OffPolicy):
+            self.agent.replay.add(rollout)
+            if self.env_steps < collection.learning_starts:
+                return {}
+            batch: Any = self.agent.replay
+        else:
+            batch = rollout
+        with training(*self.agent.modules().values()):
+            metrics = self.agent.update(batch, progress=progress)
+        self.updates += 1
+        self._check_update(metrics)
+        return metrics
 
     def train(self) -> TrainResult:
         """Run to ``total_steps`` environment steps, then evaluate and checkpoint."""
         cfg = self.config.train
-        steps_per_env = self.agent.collection.steps_per_env
         start = time.perf_counter()
-        next_eval = cfg.eval_every or None
-        self.rollouts.reset(seed=self.config.seed)
+        start_steps = self.env_steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.monitor = Monitor(
+            self.run_dir, cfg.total_steps, quiet=self.quiet, start_step=self.env_steps
+        )
+        if self._restored is None:
+            self.rollouts.reset(seed=self.config.seed)
+        else:
+            self._truncate_eval_log()
+            self.rollouts.reset(seed=self.config.seed)
+            self._apply_restored()
+            self.monitor.log(f"resumed at env step {self.env_steps}")
         try:
             while self.env_steps < cfg.total_steps:
-                rollout = self.rollouts.collect(steps_per_env)
-                self.env_steps += rollout.num_steps
-                with training(*self.agent.modules().values()):
-                    metrics = self.agent.update(
-                        rollout, progress=min(1.0, self.env_steps / cfg.total_steps)
-                    )
-                self.updates += 1
-
+                metrics = self._step()
                 elapsed = time.perf_counter() - start
                 returns = self.rollouts.episode_returns
                 if returns:
@@ -123,19 +298,26 @@ class Learner:
                     metrics["rollout/episode_length"] = float(
                         np.mean(self.rollouts.episode_lengths)
                     )
-                metrics["time/sps"] = self.env_steps / elapsed
+                metrics["time/sps"] = (self.env_steps - start_steps) / elapsed
                 self.monitor.scalars(metrics, self.env_steps)
                 self.monitor.progress(
                     self.env_steps, metrics["time/sps"], returns[-1] if returns else None
                 )
-                if (
-                    next_eval is not None
-                    and self.env_steps >= next_eval
-                    and self.env_steps < cfg.total_steps
-                ):
+                if self.env_steps >= cfg.total_steps:
+                    break
+                evaluate = self.next_eval is not None and self.env_steps >= self.next_eval
+                save = self.next_checkpoint is not None and self.env_steps >= self.next_checkpoint
+                if evaluate:
                     self._evaluate(cfg.eval_episodes)
-                    next_eval += cfg.eval_every
+                    while self.next_eval <= self.env_steps:
+                        self.next_eval += cfg.eval_every
+                if save:
+                    while self.next_checkpoint <= self.env_steps:
+                        self.next_checkpoint += cfg.checkpoint_every
+                if evaluate or save:
+                    self._checkpoint()
             final = self._evaluate(cfg.final_eval_episodes)
+            self._checkpoint()
         finally:
             self.monitor.close()
         wall = time.perf_counter() - start
@@ -157,3 +339,13 @@ class Learner:
             self.env_steps,
             wall,
         )
+
+    def _truncate_eval_log(self) -> None:
+        """Drop evaluations logged after the checkpoint being resumed (the run died after
+        them), so ``eval.jsonl`` stays one line per evaluation of the continued run."""
+        path = self.run_dir / "eval.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line and json.loads(line)["step"] <= self.env_steps]
+        path.write_text("".join(f"{line}\n" for line in kept))

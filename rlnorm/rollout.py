@@ -23,7 +23,8 @@ import torch
 
 from rlnorm.agents.base import ActOutput, Agent
 from rlnorm.envs.base import TorchVecEnv
-from rlnorm.errors import EnvError
+from rlnorm.errors import EnvError, NonFiniteError
+from rlnorm.normalize import RewardScaler
 from rlnorm.safety import acting
 
 
@@ -89,13 +90,41 @@ def _check_finite(name: str, values: torch.Tensor, valid: torch.Tensor | None = 
         bad &= valid
     if bool(bad.any()):
         step, env_index = (int(i) for i in bad.nonzero()[0])
-        raise EnvError(f"non-finite {name} at rollout step {step}, env index {env_index}")
+        raise NonFiniteError(
+            f"non-finite {name} at rollout step {step}, env index {env_index}",
+            step=step,
+            env_index=env_index,
+        )
+
+
+def uniform_actions(space: gym.spaces.Space, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` actions drawn uniformly from a Discrete or bounded Box ``space``, on ``device``,
+    from torch's global generator (so a seeded run is reproducible)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.randint(int(space.n), (n,), device=device) + int(space.start)
+    if isinstance(space, gym.spaces.Box) and space.is_bounded():
+        low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        return low + (high - low) * torch.rand((n, *space.shape), device=device)
+    raise EnvError(f"cannot draw uniform actions from {space}: need Discrete or a bounded Box")
+
+
+def normalize_obs(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
+    """Raw observations as the agent's networks see them: through its observation
+    normalizer (frozen statistics) when it has one, else unchanged."""
+    normalizer = getattr(agent, "obs_normalizer", None)
+    return obs if normalizer is None else normalizer(obs)
+
+
+def _act_on(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+    with acting(*agent.acting_modules()):
+        return agent.act(obs, deterministic=deterministic)
 
 
 def act(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-    """``agent.act`` on a batch inside :func:`rlnorm.acting`: the one way a policy acts."""
-    with acting(*agent.acting_modules()):
-        return agent.act(obs, deterministic=deterministic)
+    """``agent.act`` on a batch of raw observations inside :func:`rlnorm.acting`: the one
+    way a policy acts (observation normalization, when the agent has it, applied frozen)."""
+    return _act_on(agent, normalize_obs(agent, obs), deterministic)
 
 
 class _Episodes:
@@ -134,12 +163,27 @@ class RolloutManager:
         env: the training env; its device is where rollouts are stored.
         eval_env: a separate env for :meth:`evaluate`, so evaluation never disturbs the
             episodes in flight in ``env``.
+        reward_scaler: scales the stored training rewards (episode returns are counted
+            from the env's own rewards).
+
+    A NaN/inf observation or reward raises :class:`~rlnorm.errors.NonFiniteError` naming
+    the rollout step and env index. When the agent has an ``obs_normalizer``,
+    :meth:`collect` folds each raw training observation into its statistics before
+    normalizing it; rollouts hold normalized observations, as the networks saw them.
+    :meth:`evaluate` never updates them.
     """
 
-    def __init__(self, agent: Agent, env: TorchVecEnv, eval_env: TorchVecEnv | None = None) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        env: TorchVecEnv,
+        eval_env: TorchVecEnv | None = None,
+        reward_scaler: RewardScaler | None = None,
+    ) -> None:
         self.agent = agent
         self.env = env
         self.eval_env = eval_env
+        self.reward_scaler = reward_scaler
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self._obs: torch.Tensor | None = None
@@ -152,8 +196,47 @@ class RolloutManager:
         self._episodes = _Episodes(self.env.num_envs, self.env.device)
         return obs
 
-    def collect(self, steps_per_env: int) -> Rollout:
-        """Step every sub-env ``steps_per_env`` times with the current policy."""
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The episodes in flight (for resuming a run): the current observations, each
+        sub-env's running return and length, the recent finished episodes, and the reward
+        scaler's statistics."""
+        if self._obs is None:
+            raise RuntimeError("nothing to save before the first reset")
+        state = {
+            "obs": self._obs.clone(),
+            "episode_return": self._episodes.returns.clone(),
+            "episode_length": self._episodes.lengths.clone(),
+            "prev_done": self._episodes.prev_done.clone(),
+            "recent_returns": torch.tensor(list(self.episode_returns), dtype=torch.float64),
+            "recent_lengths": torch.tensor(list(self.episode_lengths), dtype=torch.int64),
+        }
+        if self.reward_scaler is not None:
+            for key, value in self.reward_scaler.state_dict().items():
+                state[f"reward_scaler.{key}"] = value.clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (after :meth:`reset`; without ``obs`` the freshly
+        reset observations are kept and the per-episode counters start over)."""
+        if "obs" in state:
+            self._obs = state["obs"].to(self.env.device)
+            self._episodes.returns.copy_(state["episode_return"])
+            self._episodes.lengths.copy_(state["episode_length"])
+            self._episodes.prev_done.copy_(state["prev_done"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(state["recent_returns"].tolist())
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(state["recent_lengths"].tolist())
+        if self.reward_scaler is not None:
+            prefix = "reward_scaler."
+            self.reward_scaler.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+
+    def collect(self, steps_per_env: int, random_actions: bool = False) -> Rollout:
+        """Step every sub-env ``steps_per_env`` times with the current policy, or with
+        actions drawn uniformly from the action space (``random_actions``: an off-policy
+        agent's warm-up, which runs no network)."""
         if self._obs is None:
             self.reset()
         env, T, n = self.env, steps_per_env, self.env.num_envs
@@ -168,9 +251,17 @@ class RolloutManager:
         actions: torch.Tensor | None = None
         extras: dict[str, torch.Tensor] = {}
 
+        normalizer = getattr(self.agent, "obs_normalizer", None)
         obs = self._obs
         for t in range(T):
-            out = act(self.agent, obs)
+            if normalizer is not None:
+                normalizer.update(obs)
+                obs = normalizer(obs)
+            out = (
+                ActOutput(uniform_actions(env.single_action_space, n, env.device))
+                if random_actions
+                else _act_on(self.agent, obs)
+            )
             if actions is None:
                 actions = out.actions.new_empty((T, *out.actions.shape))
                 extras = {k: v.new_empty((T + 1, *v.shape)) for k, v in out.extras.items()}
@@ -180,16 +271,23 @@ class RolloutManager:
                 extras[k][t] = v
             obs, reward, term, trunc, _ = env.step(out.actions)
             _check_obs(obs, env)
-            rewards[t], terminated[t], truncated[t] = reward, term, trunc
+            terminated[t], truncated[t] = term, trunc
             # Episode bookkeeping stays on device: finished episodes are read once per rollout.
             valid[t], finished[t], finished_return[t], finished_length[t] = self._episodes.step(
                 reward, term, trunc
             )
-        obs_buf[T] = obs
-        for k, v in act(self.agent, obs).extras.items():
-            extras[k][T] = v
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler(reward, term | trunc)
+            rewards[t] = reward
         self._obs = obs
+        if normalizer is not None:  # folded into the statistics at the next collect's first step
+            obs = normalizer(obs)
+        obs_buf[T] = obs
+        if extras:  # the extras' row T (PPO: the bootstrap value); skipped when none are kept
+            for k, v in _act_on(self.agent, obs).extras.items():
+                extras[k][T] = v
 
+        # Raised after the episode bookkeeping: a caller may drop this rollout and go on.
         _check_finite("reward", rewards, valid)
         _check_finite("observation", obs_buf)
         self.episode_returns.extend(finished_return[finished].tolist())

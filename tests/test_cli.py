@@ -286,7 +286,7 @@ INVALID = {
     ),
     "out-of-range": (
         lambda t: ["--set", "train.num_envs=0"],
-        ["train.num_envs", "must be >= 1", "got 0"],
+        ["train.num_envs", "must be > 0", "got 0"],
     ),
     "set-without-equals": (
         lambda t: ["--set", "agent.lr"],
