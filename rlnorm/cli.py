@@ -21,6 +21,7 @@ from rlnorm import checkpoint, config, envs, norm
 from rlnorm.agents import base as agents
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
+from rlnorm.render import render_episode
 from rlnorm.rollout import evaluate
 
 
@@ -84,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
-    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
+    )
     ev.add_argument(
         "--episodes",
         type=_positive_int,
@@ -103,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--json", action="store_true", help="print one JSON line")
+    ev.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="GIF",
+        help="also save one episode as an animated GIF (gymnasium's renderer of the env id; "
+        "classic control needs pygame: pip install 'rlnorm[render]')",
+    )
 
     for command in (train, ev):
         command.add_argument(
@@ -222,10 +235,20 @@ def _report(cfg: config.RunConfig, result: TrainResult) -> int:
     return 0
 
 
+def _checkpoint_path(path: Path) -> Path:
+    """A checkpoint directory as given, or a run directory's best (else last) checkpoint."""
+    for name in ("best", "last"):
+        candidate = path / "checkpoints" / name
+        if candidate.is_dir() or candidate.with_name(f".{name}.old").is_dir():
+            return candidate
+    return path
+
+
 def _eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    meta = checkpoint.read_meta(args.checkpoint)
-    agent = checkpoint.load(args.checkpoint, device=device)
+    path = _checkpoint_path(args.checkpoint)
+    meta = checkpoint.read_meta(path)
+    agent = checkpoint.load(path, device=device)
     # Defaults replay the run's own evaluation: same seed, same split of episodes over envs.
     run_config = meta.get("extra", {}).get("run_config", {})
     seed = args.seed if args.seed is not None else run_config.get("seed", 0) + EVAL_SEED_OFFSET
@@ -249,6 +272,9 @@ def _eval(args: argparse.Namespace) -> int:
             f"{meta['agent']} ({meta['norm']} norm) on {meta['env_id']}: mean return "
             f"{result.mean:.2f} +- {result.std:.2f} over {len(result.returns)} episodes"
         )
+    if args.render is not None:
+        frames = render_episode(agent, meta["env_id"], args.render, seed=seed)
+        print(f"rendered one episode ({frames} frames) to {args.render}")
     return 0
 
 

@@ -403,3 +403,34 @@ def test_cuda_device_without_cuda_exits_2(
     err = capsys.readouterr().err
     assert "--device cuda" in err and "CUDA is not available" in err
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- eval extras
+
+
+def test_eval_accepts_a_run_directory_and_uses_its_best_checkpoint(
+    runs: dict[str, tuple[Path, int, str]],
+) -> None:
+    run_dir = runs["batch"][0]
+    by_run = run_main(["eval", str(run_dir), "--json"])
+    by_checkpoint = run_main(["eval", str(run_dir / "checkpoints" / "best"), "--json"])
+    assert by_run[0] == by_checkpoint[0] == 0
+    assert json.loads(by_run[1]) == json.loads(by_checkpoint[1])
+
+
+def test_eval_render_writes_an_animated_gif_of_one_episode(
+    runs: dict[str, tuple[Path, int, str]], tmp_path: Path
+) -> None:
+    pytest.importorskip("pygame", reason="rendering classic control needs pygame (render extra)")
+    from PIL import Image
+
+    gif = tmp_path / "episode.gif"
+    rc, out, err = run_main(
+        ["eval", str(runs["layer"][0]), "--episodes", "1", "--render", str(gif)]
+    )
+    assert rc == 0, err
+    frames = int(out.split("rendered one episode (")[1].split(" frames")[0])
+    with Image.open(gif) as image:
+        assert image.format == "GIF"
+        # PIL merges consecutive identical frames (a pole at rest), so at most `frames`.
+        assert 2 <= image.n_frames <= frames
