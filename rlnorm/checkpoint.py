@@ -141,9 +141,12 @@ def save(
     resumed run needs beyond the agent (read back by :func:`load_training_state`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _recover_interrupted_swap(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _recover_interrupted_swap(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
     try:
         safetensors.torch.save_file(_weights(agent), tmp / WEIGHTS)
         opt_tensors, opt_groups = _optimizer_state(agent)
@@ -192,9 +195,14 @@ def save(
         os.replace(tmp, path)
         if backup.exists():
             shutil.rmtree(backup)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         _recover_interrupted_swap(path)
+        if isinstance(e, OSError):  # a full disk, a read-only or vanished directory
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint "
+                "there, if any, is untouched"
+            ) from e
         raise
     return path
 

@@ -163,9 +163,12 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
         f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.dump(cfg))
-    (run_dir / "command.txt").write_text(shlex.join(["rlnorm", *args.argv]) + "\n")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        (run_dir / "command.txt").write_text(shlex.join(["rlnorm", *args.argv]) + "\n")
+    except OSError as e:
+        raise RlnormError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
 
     torch.manual_seed(cfg.seed)
     env, eval_env = _envs(cfg, device)

@@ -265,3 +265,51 @@ def test_resume_errors_name_the_problem(tmp_path: Path) -> None:
     assert rc == 2 and "no checkpoints/last" in err
     rc, _, err = run_main(["train", "--resume", str(tmp_path / "empty"), "--norm", "layer"])
     assert rc == 2 and "drop --norm" in err
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real_save_file = safetensors.torch.save_file
+    calls = {"n": 0}
+
+    def save_file(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 6:  # two checkpoints of three files each, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    run_dir = tmp_path / "full"
+    rc, _, err = run_main(
+        [
+            "train",
+            "--run-dir",
+            str(run_dir),
+            "--steps",
+            "2048",
+            "--quiet",
+            "--set",
+            "train.checkpoint_every=256",
+            "--set",
+            "train.eval_every=0",
+            "--set",
+            "train.keep_checkpoints=0",
+        ]
+    )
+    assert rc == 2
+    assert "cannot write checkpoint" in err and "No space left on device" in err
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
+    meta = checkpoint.read_meta(run_dir / "checkpoints" / "last")
+    assert meta["counters"]["env_steps"] == 512
+    assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+
+
+def test_an_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc, _, err = run_main(["train", "--run-dir", str(blocker / "run"), "--steps", "256"])
+    assert rc == 2
+    assert f"cannot write the run directory {blocker / 'run'}" in err
