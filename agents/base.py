@@ -14,6 +14,8 @@ exact previous mode of every submodule afterwards.
 
 from __future__ import annotations
 
+import importlib.metadata
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -159,7 +161,41 @@ def names() -> list[str]:
 
 def _load_builtin() -> None:
     # Imported lazily: the agent modules import this one to register themselves.
-    from rlnorm.agents import ppo  # noqa: F401
+    from rlnorm.agents import crossq, ppo, sac, td3  # noqa: F401
+
+    _load_entry_points()
+
+
+#: Entry-point group through which installed packages provide agents.
+ENTRY_POINT_GROUP = "rlnorm.agents"
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    """Register the agents of installed packages, once: every entry point in the
+    ``rlnorm.agents`` group names an :class:`Agent` subclass (``pkg.module:MyAgent``)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = entry.load()
+        except Exception as e:  # a broken plug-in must not take the built-in agents down
+            warnings.warn(f"agent entry point {entry.value!r} failed to load: {e!r}", stacklevel=3)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            warnings.warn(
+                f"agent entry point {entry.value!r} is not an Agent subclass", stacklevel=3
+            )
+            continue
+        if entry.name != cls.name:
+            warnings.warn(
+                f"agent entry point {entry.name!r} loads an agent named {cls.name!r}; "
+                f"it is registered as {cls.name!r}",
+                stacklevel=3,
+            )
+        _REGISTRY.setdefault(cls.name, cls)  # a plug-in never shadows a built-in agent
 
 
 def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> Any:

@@ -304,6 +304,28 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+def reference() -> str:
+    """The CLI reference page (``docs/cli.md``), generated from the parser itself so that it
+    cannot drift from the code; a test checks the committed page is current. Regenerate with
+    ``python -c "from rlnorm import cli; print(cli.reference(), end='')" > docs/cli.md``."""
+
+    def fixed_width(prog: str) -> argparse.HelpFormatter:
+        return argparse.HelpFormatter(prog, width=90)
+
+    parser = _parser()
+    parser.formatter_class = fixed_width
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parts = [
+        "# `rlnorm` command reference\n",
+        "Generated from the CLI's own parser by `rlnorm.cli.reference()`; do not edit by hand.\n",
+        f"```text\n{parser.format_help()}```\n",
+    ]
+    for name, command in sub.choices.items():
+        command.formatter_class = fixed_width
+        parts.append(f"## `rlnorm {name}`\n\n```text\n{command.format_help()}```\n")
+    return "\n".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlnorm`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
