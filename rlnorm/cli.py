@@ -1,4 +1,4 @@
-"""The ``rlnorm`` command: ``train``, ``eval``, ``list``.
+"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``.
 
 Exit status 2 means the command was given something invalid (an unknown agent, env or
 norm, a bad config); the message on stderr names it and lists what is valid.
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlnorm import checkpoint, config, envs, norm
+from rlnorm import checkpoint, config, envs, norm, plot
 from rlnorm.agents import base as agents
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
             "to oversubscription when several runs share the cores)",
         )
     sub.add_parser("list", help="list agents, environments and normalizations")
+    plot.add_parser(sub)
     return parser
 
 
@@ -333,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
-    command = {"train": _train, "eval": _eval, "list": _list}[args.command]
+    command = {"train": _train, "eval": _eval, "list": _list, "plot": plot.run}[args.command]
     try:
         return command(args)
     except RlnormError as e:
