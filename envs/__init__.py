@@ -1,17 +1,21 @@
-"""Batched environments written in torch (installed as ``rlnorm.envs``)."""
+"""Batched environments (installed as ``rlnorm.envs``): native torch envs for the
+classic-control suite, and every other gymnasium id through an adapter with the same API.
+"""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
+import gymnasium as gym
 import torch
 
-from rlnorm.errors import EnvError, UnknownNameError
+from rlnorm.errors import UnknownNameError
 
 from .acrobot import Acrobot
-from .base import TorchVecEnv
+from .base import TorchVecEnv, positive_int
 from .cartpole import CartPole
+from .export import to_gymnasium
+from .gymnasium_adapter import GymnasiumVecEnv
 from .mountain_car import MountainCar, MountainCarContinuous
 from .pendulum import Pendulum
 
@@ -19,22 +23,35 @@ ENV_REGISTRY: dict[str, type[TorchVecEnv]] = {
     env.env_id: env for env in (CartPole, Pendulum, MountainCar, MountainCarContinuous, Acrobot)
 }
 
+BACKENDS = ("auto", "native", "gymnasium")
+
 __all__ = [
+    "BACKENDS",
     "ENV_REGISTRY",
     "Acrobot",
     "CartPole",
+    "GymnasiumVecEnv",
     "MountainCar",
     "MountainCarContinuous",
     "Pendulum",
     "TorchVecEnv",
     "env_ids",
+    "gymnasium_env_ids",
     "make",
+    "to_gymnasium",
 ]
 
 
 def env_ids() -> list[str]:
-    """The ids ``make`` accepts, sorted."""
+    """The ids with a native torch env, sorted."""
     return sorted(ENV_REGISTRY)
+
+
+def gymnasium_env_ids() -> list[str]:
+    """The ids of gymnasium's registry without a native env, sorted: ``make`` runs them
+    through ``GymnasiumVecEnv``. Some need extra packages (MuJoCo ids: ``rlnorm[mujoco]``);
+    making one without them raises ``EnvError`` naming what to install."""
+    return sorted(set(gym.registry) - set(ENV_REGISTRY))
 
 
 def make(
@@ -42,16 +59,34 @@ def make(
     num_envs: int = 1,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    *,
+    backend: str = "auto",
     **kwargs: Any,
 ) -> TorchVecEnv:
-    """Build ``num_envs`` batched copies of the registered env ``env_id`` on ``device``.
+    """Build ``num_envs`` batched copies of ``env_id`` on ``device``.
 
-    Extra keyword arguments go to the env's constructor (e.g. ``max_episode_steps``).
-    Raises ``UnknownNameError`` (listing the valid ids) for an unregistered id and
-    ``EnvError`` for ``num_envs < 1``.
+    ``backend`` picks the implementation: ``"auto"`` the native torch env when there is
+    one (``env_ids()``) and gymnasium's otherwise, ``"native"`` only a native env,
+    ``"gymnasium"`` always ``GymnasiumVecEnv`` (native ids too, e.g. to compare the two).
+    Both have the same tensor API and next-step autoreset. Extra keyword arguments go to
+    the env: the native constructor, or ``GymnasiumVecEnv`` (``max_episode_steps``,
+    ``vectorization``) and through it ``gymnasium.make``; gymnasium's env parameters, such
+    as Pendulum's ``g``, mean the same in both.
+
+    Raises ``UnknownNameError`` (with the valid ids and a did-you-mean) for an id the
+    backend does not know, and ``EnvError`` for ``num_envs < 1`` or an env whose
+    dependencies are missing.
     """
-    if env_id not in ENV_REGISTRY:
-        raise UnknownNameError("env", env_id, ENV_REGISTRY)
-    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
-        raise EnvError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    return ENV_REGISTRY[env_id](num_envs=num_envs, device=device, dtype=dtype, **kwargs)
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, BACKENDS)
+    num_envs = positive_int("num_envs", num_envs)
+    native = ENV_REGISTRY.get(env_id)
+    if backend == "native" and native is None:
+        raise UnknownNameError("native env", env_id, ENV_REGISTRY)
+    if native is not None and backend != "gymnasium":
+        return native(num_envs=num_envs, device=device, dtype=dtype, **kwargs)
+    if env_id not in gym.registry:
+        if backend == "gymnasium":
+            raise UnknownNameError("gymnasium env", env_id, gym.registry)
+        raise UnknownNameError("env", env_id, {*ENV_REGISTRY, *gym.registry})
+    return GymnasiumVecEnv(env_id, num_envs=num_envs, device=device, dtype=dtype, **kwargs)

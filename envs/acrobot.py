@@ -104,6 +104,7 @@ class Acrobot(ClassicControlEnv):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int = 500,
+        fast: bool | None = None,
     ) -> None:
         high = np.array([1.0, 1.0, 1.0, 1.0, MAX_VEL_1, MAX_VEL_2], dtype=np.float32)
         super().__init__(
@@ -113,6 +114,7 @@ class Acrobot(ClassicControlEnv):
             max_episode_steps,
             observation_space=gym.spaces.Box(-high, high, dtype=np.float32),
             action_space=gym.spaces.Discrete(3),
+            fast=fast,
         )
         with torch.inference_mode(False):
             like = {"device": self.device, "dtype": dtype}

@@ -10,8 +10,9 @@ keeps it in ``float64``, so long trajectories drift apart by rounding; the MDP i
 
 The state lives on ``device`` as a ``(4, num_envs)`` tensor so each physical quantity is a
 contiguous row, and a step is a fixed sequence of tensor ops with no host synchronisation:
-ended sub-envs are reset with ``torch.where``, never with boolean indexing or ``.item()``
-(the machinery shared with the other classic-control envs is ``base.ClassicControlEnv``).
+ended sub-envs are reset by masks, never with boolean indexing or ``.item()`` (the
+machinery shared with the other classic-control envs, the ``fast`` autoreset path
+included, is ``base.ClassicControlEnv``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class CartPole(ClassicControlEnv):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int = 500,
+        fast: bool | None = None,
     ) -> None:
         high = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
         super().__init__(
@@ -76,6 +78,7 @@ class CartPole(ClassicControlEnv):
             max_episode_steps,
             observation_space=gym.spaces.Box(-high, high, dtype=np.float32),
             action_space=gym.spaces.Discrete(2),
+            fast=fast,
         )
         with torch.inference_mode(False):
             like = {"device": self.device, "dtype": dtype}
@@ -128,7 +131,7 @@ class CartPole(ClassicControlEnv):
         self._vel.add_(self._acc, alpha=TAU)
 
         alive = self._autoreset()
-        reward = torch.where(alive, self._one, self._zero)
+        reward = alive.to(self.dtype)  # 1 on real transitions, 0 on autoreset steps
         outside = torch.gt(self._pos.abs(), self._thresholds)
         terminated = torch.logical_or(outside[0], outside[1])
         if self._fresh_may_terminate:

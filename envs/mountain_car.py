@@ -57,6 +57,7 @@ class _Car(ClassicControlEnv):
         max_episode_steps: int,
         goal_velocity: float,
         action_space: gym.spaces.Space,
+        fast: bool | None,
     ) -> None:
         low = np.array([MIN_POSITION, -MAX_SPEED], dtype=np.float32)
         high = np.array([MAX_POSITION, MAX_SPEED], dtype=np.float32)
@@ -68,17 +69,12 @@ class _Car(ClassicControlEnv):
             observation_space=gym.spaces.Box(low, high, dtype=np.float32),
             action_space=action_space,
             draw_rows=1,  # only the position is random; the velocity starts at 0
+            fast=fast,
         )
         self.goal_velocity = float(goal_velocity)
         with torch.inference_mode(False):
-            like = {"device": self.device, "dtype": dtype}
-            self._fresh_states = torch.zeros(2, self.num_envs, **like)
-            self._gravity = torch.tensor(GRAVITY, **like)
+            self._gravity = torch.tensor(GRAVITY, device=self.device, dtype=dtype)
             self._position, self._velocity = self._state[0], self._state[1]
-
-    def _fresh_state(self) -> torch.Tensor:
-        self._fresh_states[0].copy_(self._draw()[0])  # row 1, the velocity, stays 0
-        return self._fresh_states
 
     def _move(self, push: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integrate one step under ``push`` (velocity change per env), autoreset, and
@@ -115,9 +111,10 @@ class MountainCar(_Car):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int = 200,
         goal_velocity: float = 0.0,
+        fast: bool | None = None,
     ) -> None:
         super().__init__(
-            num_envs, device, dtype, max_episode_steps, goal_velocity, gym.spaces.Discrete(3)
+            num_envs, device, dtype, max_episode_steps, goal_velocity, gym.spaces.Discrete(3), fast
         )
         with torch.inference_mode(False):
             like = {"device": self.device, "dtype": dtype}
@@ -155,9 +152,10 @@ class MountainCarContinuous(_Car):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int = 999,
         goal_velocity: float = 0.0,
+        fast: bool | None = None,
     ) -> None:
         space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        super().__init__(num_envs, device, dtype, max_episode_steps, goal_velocity, space)
+        super().__init__(num_envs, device, dtype, max_episode_steps, goal_velocity, space, fast)
         with torch.inference_mode(False):
             self._goal_reward = torch.tensor(GOAL_REWARD, device=self.device, dtype=dtype)
 

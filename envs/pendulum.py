@@ -52,6 +52,7 @@ class Pendulum(ClassicControlEnv):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int = 200,
         g: float = 10.0,
+        fast: bool | None = None,
     ) -> None:
         high = np.array([1.0, 1.0, MAX_SPEED], dtype=np.float32)
         super().__init__(
@@ -61,25 +62,20 @@ class Pendulum(ClassicControlEnv):
             max_episode_steps,
             observation_space=gym.spaces.Box(-high, high, dtype=np.float32),
             action_space=gym.spaces.Box(-MAX_TORQUE, MAX_TORQUE, shape=(1,), dtype=np.float32),
+            fast=fast,
         )
         self.g = float(g)
         # Gymnasium's coefficients, computed as it computes them.
         self._gravity_coef = 3 * self.g / (2 * LENGTH)
         self._torque_coef = 3.0 / (MASS * LENGTH**2)
         with torch.inference_mode(False):
-            # Half-widths of the reset box, per state row; the draw is uniform in [-1, 1].
-            self._reset_high = torch.ones(2, 1, device=self.device, dtype=dtype)
             self._theta, self._theta_dot = self._state[0], self._state[1]
 
     def _apply_reset_options(self, options: dict[str, Any] | None) -> None:
         """Fresh states uniform in ``[-x_init, x_init] x [-y_init, y_init]``, as gymnasium."""
         x = reset_option(options, "x_init", RESET_THETA)
         y = reset_option(options, "y_init", RESET_THETA_DOT)
-        self._reset_high.copy_(torch.tensor([[x], [y]], dtype=self.dtype))
-        self._set_draw_bounds(-1.0, 1.0)
-
-    def _fresh_state(self) -> torch.Tensor:
-        return self._draw().mul_(self._reset_high)
+        self._set_draw_bounds((-x, -y), (x, y))
 
     def _observe(self) -> torch.Tensor:
         """A fresh ``(num_envs, 3)`` tensor of ``(cos theta, sin theta, theta_dot)``."""

@@ -10,6 +10,7 @@ import argparse
 import json
 import shlex
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>",
     )
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    train.add_argument(
+        "--backend",
+        choices=("auto", "native", "gymnasium"),
+        default="auto",
+        help="native torch env, or gymnasium's vector env through the adapter (auto: native "
+        "where rlnorm has one)",
+    )
     train.add_argument("--config", type=Path, default=None, help="a YAML config of your own")
     train.add_argument(
         "--set",
@@ -147,7 +155,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args, device)
     agent_name, env_id = args.agent or "ppo", args.env or "CartPole-v1"
-    envs.make(env_id, num_envs=1)  # fail early, before anything is written, on an unknown env
+    # Fail early, before anything is written, on an unknown env or backend.
+    envs.make(env_id, num_envs=1, backend=args.backend).close()
     overrides = list(args.overrides)
     if args.nan_policy is not None:
         overrides.append(f"train.nan_policy={args.nan_policy}")
@@ -161,6 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides=overrides,
         total_steps=args.steps,
     )
+    cfg.backend = args.backend
     run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
         f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -183,8 +193,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
     return (
-        envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device),
-        envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device),
+        envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device, backend=cfg.backend),
+        envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device, backend=cfg.backend),
     )
 
 
@@ -258,7 +268,8 @@ def _eval(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else run_config.get("seed", 0) + EVAL_SEED_OFFSET
     num_envs = args.num_envs or run_config.get("train", {}).get("eval_num_envs", 20)
     episodes = args.episodes or run_config.get("train", {}).get("final_eval_episodes", 100)
-    env = envs.make(meta["env_id"], num_envs=num_envs, device=device)
+    backend = run_config.get("backend", "auto")
+    env = envs.make(meta["env_id"], num_envs=num_envs, device=device, backend=backend)
     result = evaluate(agent, env, episodes, deterministic=not args.stochastic, seed=seed)
     if args.json:
         print(
@@ -287,9 +298,15 @@ def _list(_: argparse.Namespace) -> int:
     for name in agents.names():
         shipped = sorted(p.stem for p in (config.packaged_configs_dir() / name).glob("*.yaml"))
         print(f"  {name:12s} configs: {', '.join(shipped) or '-'}")
-    print("environments (native torch):")
+    print("environments (native torch, on any device):")
     for env_id in envs.env_ids():
         print(f"  {env_id}")
+    print("environments through gymnasium's vector env (`--backend gymnasium`, or any id above):")
+    print(
+        textwrap.fill(
+            ", ".join(envs.gymnasium_env_ids()), 88, initial_indent="  ", subsequent_indent="  "
+        )
+    )
     print("normalizations:")
     for name in norm.names():
         kind = norm.get(name)

@@ -70,6 +70,7 @@ class RunConfig:
     device: str = "cpu"
     train: TrainConfig = field(default_factory=TrainConfig)
     agent_config: Any = None
+    backend: str = "auto"  # env backend: "auto", "native" or "gymnasium"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class RunConfig:
             "norm": self.norm,
             "seed": self.seed,
             "device": self.device,
+            "backend": self.backend,
             "train": asdict(self.train),
             "agent_config": _plain(asdict(self.agent_config)),
         }
@@ -208,6 +210,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
             norm=data["norm"],
             seed=int(data["seed"]),
             device=data["device"],
+            backend=data.get("backend", "auto"),
             train=agents.build_dataclass(
                 TrainConfig, data["train"], section="train", what="train config key"
             ),
@@ -225,6 +228,6 @@ def packaged_configs_dir() -> Path:
 def dump(cfg: RunConfig) -> str:
     """The resolved config as YAML, loadable again with ``--config``."""
     d = cfg.to_dict()
-    header = "".join(f"# {k}: {d[k]}\n" for k in ("agent", "env", "seed", "device"))
+    header = "".join(f"# {k}: {d[k]}\n" for k in ("agent", "env", "seed", "device", "backend"))
     body = {"norm": d["norm"], "train": d["train"], "agent": d["agent_config"]}
     return header + yaml.safe_dump(body, sort_keys=False)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up rlnorm on a fresh machine: a virtual environment in .venv with the package and its
-# dev tools and the pygame renderer. torch's CPU build is installed first where the environment has no torch, so the
-# `torch>=2.3` requirement does not pull a multi-GB CUDA build. Idempotent: re-running it
+# Set up rlnorm on a fresh machine: a virtual environment in .venv with the package, its dev
+# tools, the pygame renderer and MuJoCo. torch's CPU build is installed first where the
+# environment has no torch, so the `torch>=2.3` requirement does not pull a multi-GB CUDA build. Idempotent: re-running it
 # only installs what changed. Usage: bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,render]"
+.venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco]"

@@ -372,9 +372,9 @@ def test_make_registry_and_its_errors() -> None:
     assert isinstance(env, CartPole) and env.dtype == F64 and env.max_episode_steps == 10
     assert make("CartPole-v1", num_envs=np.int64(3)).num_envs == 3  # numpy ints are ints
     with pytest.raises(
-        UnknownNameError, match=r"'CartPole-v0'.*Did you mean 'CartPole-v1'.*Valid envs: "
+        UnknownNameError, match=r"'cartpole-v1'.*Did you mean 'CartPole-v1'.*Valid envs: "
     ):
-        make("CartPole-v0")
+        make("cartpole-v1")
     with pytest.raises(EnvError, match=r"num_envs must be an int >= 1, got 0"):
         make("CartPole-v1", num_envs=0)
     with pytest.raises(EnvError, match="num_envs"):
