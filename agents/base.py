@@ -145,18 +145,29 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 
 def get(name: str) -> type[Agent]:
-    """The agent class registered as ``name``; an unknown name lists the valid ones."""
+    """The agent class registered as ``name``; an unknown name lists the valid ones.
+
+    ``sb3:<Algo>`` (``sb3:PPO``, ``sb3:SAC``, ...) is the stable-baselines3 adapter of that
+    algorithm (:mod:`rlnorm.agents.sb3`); stable-baselines3 is imported only then.
+    """
     _load_builtin()
+    from rlnorm.agents import sb3
+
+    if name.startswith(sb3.PREFIX) and name not in _REGISTRY:
+        return sb3.agent_class(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownNameError("agent", name, _REGISTRY) from None
+        raise UnknownNameError("agent", name, names()) from None
 
 
 def names() -> list[str]:
-    """Names of every registered agent."""
+    """Names of every registered agent, and of the stable-baselines3 adapters whose package
+    is installed."""
     _load_builtin()
-    return sorted(_REGISTRY)
+    from rlnorm.agents import sb3
+
+    return sorted({*_REGISTRY, *sb3.available_names()})
 
 
 def _load_builtin() -> None:

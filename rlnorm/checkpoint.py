@@ -380,7 +380,10 @@ def load_training_state(
     meta = read_meta(path)
     if TRAINING_STATE not in meta["sha256"]:
         return {}
-    return _load_tensors(path / TRAINING_STATE, torch.device(device))
+    # Cloned: tensors straight from a safetensors file can sit at addresses that are not
+    # 64-byte aligned, and CPU kernels then round differently in the last bit, which would
+    # make a resumed run drift from an uninterrupted one.
+    return {k: v.clone() for k, v in _load_tensors(path / TRAINING_STATE, device).items()}
 
 
 __all__ = ["load", "load_training_state", "read_meta", "save", "space_from_json", "space_to_json"]

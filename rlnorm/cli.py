@@ -296,7 +296,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _list(_: argparse.Namespace) -> int:
     print("agents:")
     for name in agents.names():
-        shipped = sorted(p.stem for p in (config.packaged_configs_dir() / name).glob("*.yaml"))
+        shipped = config.packaged_config_names(name)
         print(f"  {name:12s} configs: {', '.join(shipped) or '-'}")
     print("environments (native torch, on any device):")
     for env_id in envs.env_ids():

@@ -95,12 +95,26 @@ def _plain(value: Any) -> Any:
 
 
 def packaged_config(agent: str, env_id: str) -> Path | None:
-    """The shipped config for ``agent`` on ``env_id`` (or the agent's default), if any."""
-    root = packaged_configs_dir() / agent
-    for name in (f"{env_id}.yaml", "default.yaml"):
+    """The shipped config for ``agent`` on ``env_id`` (or the agent's default), if any.
+
+    An adapter name ``family:Algo`` (``sb3:PPO``) looks in ``configs/family/`` for
+    ``Algo-<env-id>.yaml``, then ``Algo-default.yaml``.
+    """
+    family, _, algo = agent.partition(":")
+    prefix = f"{algo}-" if algo else ""
+    root = packaged_configs_dir() / family
+    for name in (f"{prefix}{env_id}.yaml", f"{prefix}default.yaml"):
         if (root / name).is_file():
             return root / name
     return None
+
+
+def packaged_config_names(agent: str) -> list[str]:
+    """The env ids (and ``default``) ``agent`` has shipped configs for."""
+    family, _, algo = agent.partition(":")
+    prefix = f"{algo}-" if algo else ""
+    folder = packaged_configs_dir() / family
+    return sorted(p.stem.removeprefix(prefix) for p in folder.glob(f"{prefix}*.yaml"))
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

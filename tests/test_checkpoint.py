@@ -421,7 +421,7 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(
         real_save_file(*args, **kwargs)
 
     monkeypatch.setattr(ckpt_mod.safetensors.torch, "save_file", crash_after_first)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(rlnorm.CheckpointError, match=r"cannot write checkpoint .*simulated crash"):
         rlnorm.save(newer, path, env_id=ENV_ID)
     monkeypatch.undo()
 
@@ -447,7 +447,9 @@ def test_failure_while_swapping_in_keeps_the_previous_checkpoint(
         real_replace(src, dst)
 
     monkeypatch.setattr(ckpt_mod.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="simulated failure"):
+    with pytest.raises(
+        rlnorm.CheckpointError, match=r"cannot write checkpoint .*simulated failure"
+    ):
         rlnorm.save(make_agent("batch"), path, env_id=ENV_ID)
     monkeypatch.undo()
 

@@ -440,7 +440,7 @@ def test_plot_draws_the_runs_learning_curves(
     runs: dict[str, tuple[Path, int, str]], tmp_path: Path
 ) -> None:
     out = tmp_path / "curves.png"
-    rc, stdout, err = run_main(["plot", *(str(runs[n][0]) for n in NORMS), "-o", str(out)])
+    rc, _, err = run_main(["plot", *(str(runs[n][0]) for n in NORMS), "-o", str(out)])
     assert rc == 0, err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc, _, err = run_main(["plot", str(tmp_path / "missing"), "-o", str(out)])
