@@ -6,10 +6,12 @@ The public API in one place:
 - :func:`predict`: actions for one state or a batch, in eval mode.
 - :func:`load` / :func:`save`: pickle-free checkpoints that carry no train/eval mode.
 - :class:`NormalizationError`: raised instead of silently normalizing a lone state to zero.
+- :func:`audit`: what is unsafe about a module's or agent's normalization, as findings.
 """
 
 __version__ = "0.1.0"
 
+from rlnorm.audit import Finding, audit
 from rlnorm.checkpoint import load, save
 from rlnorm.errors import (
     CheckpointError,
@@ -26,11 +28,13 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "EnvError",
+    "Finding",
     "NormalizationError",
     "RlnormError",
     "UnknownNameError",
     "__version__",
     "acting",
+    "audit",
     "load",
     "predict",
     "save",

@@ -20,6 +20,7 @@ import torch
 
 from rlnorm import checkpoint, config, envs, norm, plot
 from rlnorm.agents import base as agents
+from rlnorm.audit import audit_checkpoint, format_findings
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
 from rlnorm.render import render_episode
@@ -133,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
             help="torch intra-op CPU threads (default 1: fastest for small networks, and immune "
             "to oversubscription when several runs share the cores)",
         )
+    au = sub.add_parser(
+        "audit",
+        help="report what is unsafe about a checkpoint's normalization (exit 1 on an error)",
+    )
+    au.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
+    )
     sub.add_parser("list", help="list agents, environments and normalizations")
     plot.add_parser(sub)
     return parser
@@ -293,6 +303,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    path = _checkpoint_path(args.checkpoint)
+    findings = audit_checkpoint(path)
+    print(f"{path}:")
+    print(format_findings(findings))
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
 def _list(_: argparse.Namespace) -> int:
     print("agents:")
     for name in agents.names():
@@ -351,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
-    command = {"train": _train, "eval": _eval, "list": _list, "plot": plot.run}[args.command]
+    commands = {"train": _train, "eval": _eval, "audit": _audit, "list": _list, "plot": plot.run}
+    command = commands[args.command]
     try:
         return command(args)
     except RlnormError as e:

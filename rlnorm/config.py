@@ -41,6 +41,7 @@ class TrainConfig:
     normalize_obs: bool = False  # running mean/std observation normalization (VecNormalize)
     normalize_reward: bool = False  # scale rewards by the discounted return's running std
     reward_gamma: float = 0.99  # discount of the return that normalize_reward tracks
+    norm_diagnostics_every: int = 4  # updates between norm/ diagnostics (< 5% of update time)
 
     def __post_init__(self) -> None:
         agents.check_ranges(
@@ -48,6 +49,7 @@ class TrainConfig:
             section="train",
             choices={"nan_policy": ("raise", "warn")},
             positive=(
+                "norm_diagnostics_every",
                 "total_steps",
                 "num_envs",
                 "eval_episodes",

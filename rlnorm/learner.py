@@ -32,12 +32,14 @@ import torch
 
 from rlnorm import checkpoint
 from rlnorm.agents.base import Agent, OffPolicy, OnPolicy
+from rlnorm.audit import audit
 from rlnorm.config import RunConfig
+from rlnorm.diagnostics import NormDiagnostics
 from rlnorm.envs.base import TorchVecEnv
 from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler
-from rlnorm.rollout import EvalResult, RolloutManager
+from rlnorm.rollout import EvalResult, Rollout, RolloutManager
 from rlnorm.safety import training
 
 #: Evaluation episodes are seeded with the run seed plus this, apart from training seeds.
@@ -89,6 +91,13 @@ class Learner:
             else None
         )
         self.rollouts = RolloutManager(agent, env, eval_env, scaler)
+        self.norm_diagnostics = NormDiagnostics(
+            agent.modules(), agent.acting_modules(), every=cfg.norm_diagnostics_every
+        )
+        for module in agent.modules().values():
+            # At rest in eval mode, as rlnorm.load returns modules: a fresh and a resumed run
+            # start alike, and acting()/training() set the modes each pass needs anyway.
+            module.eval()
         self.env_steps = 0
         self.updates = 0
         self.best_mean = -math.inf
@@ -235,7 +244,7 @@ class Learner:
         if not problems:
             return
         message = (
-            f"non-finite {', '.join(problems)} after update {self.updates} "
+            f"non-finite {', '.join(problems)} after update {self.updates + 1} "
             f"(env step {self.env_steps}); the last good checkpoint is "
             f"{self.run_dir / 'checkpoints' / 'last'}"
         )
@@ -266,11 +275,34 @@ class Learner:
             batch: Any = self.agent.replay
         else:
             batch = rollout
-        with training(*self.agent.modules().values()):
+        diagnostics = self.norm_diagnostics
+        with training(*self.agent.modules().values()), diagnostics.watch(self.updates):
             metrics = self.agent.update(batch, progress=progress)
-        self.updates += 1
         self._check_update(metrics)
+        if diagnostics.due(self.updates):
+            metrics |= diagnostics.measure(self.updates, self._diagnostic_inputs(batch))
+        if self.updates == 0:
+            self._audit(progress, diagnostics.last_watch)
+        self.updates += 1
         return metrics
+
+    def _diagnostic_inputs(self, batch: Any) -> torch.Tensor:
+        """Observations as the acting modules take them: the rollout's (already normalized),
+        or for an off-policy agent a replay sample (a one-step rollout is too small a batch
+        for train-mode BatchNorm)."""
+        obs = batch.obs if isinstance(batch, Rollout) else batch.sample(256).obs
+        return (
+            obs.reshape(-1, *self.env.single_observation_space.shape).to(torch.float32).flatten(1)
+        )
+
+    def _audit(self, progress: float, watch: Any) -> None:
+        """After the first update, warn about anything unsafe the audit finds (the update
+        has run, so statistics that still never updated are a real finding)."""
+        for finding in audit(self.agent, progress=progress, watch=watch):
+            if finding.severity != "info":
+                message = f"audit: {finding.path}: {finding.message}; fix: {finding.fix}"
+                self.monitor.log(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def train(self) -> TrainResult:
         """Run to ``total_steps`` environment steps, then evaluate and checkpoint."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -93,6 +94,10 @@ def mlp(
     return MLP(*layers)
 
 
+#: The batch sizes of the inputs of the joint_forward in progress (see joint_sizes).
+_JOINT_SIZES: ContextVar[tuple[int, ...] | None] = ContextVar("rlnorm_joint_sizes", default=None)
+
+
 def joint_forward(
     net: nn.Module, *inputs: torch.Tensor, **kwargs: object
 ) -> tuple[torch.Tensor, ...]:
@@ -104,8 +109,21 @@ def joint_forward(
     """
     if not inputs:
         raise ValueError("joint_forward needs at least one input")
-    sizes = [x.shape[0] for x in inputs]
-    return tuple(net(torch.cat(inputs), **kwargs).split(sizes))
+    sizes = tuple(x.shape[0] for x in inputs)
+    token = _JOINT_SIZES.set(sizes)
+    try:
+        return tuple(net(torch.cat(inputs), **kwargs).split(sizes))
+    finally:
+        _JOINT_SIZES.reset(token)
+
+
+def joint_sizes() -> tuple[int, ...] | None:
+    """Inside :func:`joint_forward`, the batch sizes of its inputs in order; else ``None``.
+
+    Lets a diagnostic that watches a layer (:class:`rlnorm.diagnostics.StreamWatch`) split
+    the merged batch back into its streams and measure how far apart they are.
+    """
+    return _JOINT_SIZES.get()
 
 
 def orthogonal_init(

@@ -80,6 +80,20 @@ def kind_of(module: nn.Module) -> NormKind | None:
     return None
 
 
+def uses_running_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` is a mode-dependent norm layer that keeps running statistics for
+    eval mode (BatchNorm, Batch Renorm): the layers whose statistics can drift, go stale or
+    be shared by several streams, which :mod:`rlnorm.audit` and :mod:`rlnorm.diagnostics`
+    inspect."""
+    kind = kind_of(module)
+    return (
+        kind is not None
+        and kind.mode_dependent
+        and getattr(module, "running_mean", None) is not None
+        and getattr(module, "running_var", None) is not None
+    )
+
+
 def use_cumulative_statistics(module: nn.Module) -> None:
     """Make every mode-dependent norm layer in ``module`` average its statistics over all
     batches seen (torch's ``momentum=None``) instead of an exponential moving average.
@@ -148,9 +162,9 @@ register(
         None,
         batch_dependent=False,
         mode_dependent=False,
-        description="cosine normalization: pre-activation = scale * cos(w, x)",
+        description="cosine normalization: pre-activation = scale * cos((w, b), (x, 1))",
         layer_types=(CosineLinear,),
-        linear=CosineLinear,
+        linear=CosineLinear.for_mlp,
     )
 )
 register(

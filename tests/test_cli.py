@@ -445,3 +445,29 @@ def test_plot_draws_the_runs_learning_curves(
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc, _, err = run_main(["plot", str(tmp_path / "missing"), "-o", str(out)])
     assert rc == 2 and "missing" in err
+
+
+def test_audit_reports_a_clean_run_and_a_checkpoint_with_nan_statistics(
+    runs: dict[str, tuple[Path, int, str]], tmp_path: Path
+) -> None:
+    rc, out, _ = run_main(["audit", str(runs["none"][0])])
+    assert rc == 0
+    assert "no findings" in out
+    rc, out, _ = run_main(["audit", str(runs["batch"][0])])
+    assert rc == 0
+    assert "info" in out and "batch-dependent" in out.lower()
+
+    agent = rlnorm.load(runs["batch"][0] / "checkpoints" / "last")
+    agent.actor.body[1].running_mean[0] = float("nan")
+    bad = rlnorm.save(agent, tmp_path / "nan", env_id="CartPole-v1")
+    rc, out, _ = run_main(["audit", str(bad)])
+    assert rc == 1
+    assert "error" in out and "actor.body.1" in out
+
+
+def test_the_cli_reference_page_is_current() -> None:
+    page = Path(__file__).parent.parent / "docs" / "cli.md"
+    assert page.read_text() == cli.reference(), (
+        "docs/cli.md is stale: regenerate it with "
+        "python -c \"from rlnorm import cli; print(cli.reference(), end='')\" > docs/cli.md"
+    )

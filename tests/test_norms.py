@@ -86,7 +86,15 @@ def test_batch_renorm_schedule() -> None:
 
 def test_batch_renorm_state_is_checkpointable() -> None:
     keys = set(BatchRenorm1d(4).state_dict())
-    assert keys == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    assert keys == {
+        "weight",
+        "bias",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+        "last_mean",
+        "last_invstd",
+    }
 
 
 def test_rms_norm_matches_definition() -> None:
