@@ -70,6 +70,9 @@ class ReplayBuffer:
         }
         self.position = torch.zeros((), dtype=torch.int64, device=self.device)
         self.filled = torch.zeros((), dtype=torch.int64, device=self.device)
+        #: env steps (steps x sub-envs, autoreset steps included) of the latest :meth:`add`:
+        #: what an agent needs for an update-to-data ratio, known without a host sync.
+        self.last_added_steps = 0
 
     def __len__(self) -> int:
         """Transitions stored (a host sync: for logging and checks, not the hot path)."""
@@ -96,6 +99,7 @@ class ReplayBuffer:
         for name, value in values.items():
             value = value.reshape(steps * num_envs, *value.shape[2:])
             self.storage[name][rows] = value.to(self.storage[name].dtype)
+        self.last_added_steps = steps * num_envs
         added = valid.sum()
         self.position = (self.position + added) % self.capacity
         self.filled = torch.clamp(self.filled + added, max=self.capacity)

@@ -1,4 +1,6 @@
-"""Small-budget learning: PPO must actually learn CartPole with every foundation norm.
+"""Small-budget learning: PPO must actually learn CartPole with every foundation norm, and
+with cosine normalization (whose paper form did not learn CartPole: see CosineLinear);
+and the shipped Acrobot config must reach its target.
 
 The full default budget (150k steps) reaches a 100-episode mean of 500 (README); here a
 third of it must already clear 195, gymnasium's old 'solved' bar for CartPole, in a
@@ -15,7 +17,7 @@ import pytest
 from rlnorm.cli import main
 
 
-@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+@pytest.mark.parametrize("norm", ["batch", "layer", "none", "cosine"])
 def test_ppo_learns_cartpole_on_a_small_budget(norm: str, tmp_path: Path) -> None:
     status = main(
         [
@@ -43,3 +45,19 @@ def test_ppo_learns_cartpole_on_a_small_budget(norm: str, tmp_path: Path) -> Non
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final_eval"]["episodes"] == 20
     assert summary["final_eval"]["mean"] >= 195, summary
+
+
+def test_ppo_learns_acrobot_on_a_small_budget(tmp_path: Path) -> None:
+    """The shipped Acrobot-v1 config (constant lr) is past the -100 target within a quarter
+    of its 200k-step budget (measured: -82.7 at 53k steps, seed 0, no normalization)."""
+    status = main(
+        [
+            *("train", "--agent", "ppo", "--env", "Acrobot-v1", "--norm", "none"),
+            *("--seed", "0", "--steps", "50000", "--run-dir", str(tmp_path), "--quiet"),
+            *("--set", "train.eval_every=0"),
+        ]
+    )
+    assert status == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final_eval"]["episodes"] == 20
+    assert summary["final_eval"]["mean"] >= -100, summary

@@ -1,0 +1,262 @@
+"""Twin Delayed DDPG (Fujimoto et al. 2018), with DDPG (Lillicrap et al. 2016) as a setting.
+
+Read top to bottom, ``_gradient_step`` is the algorithm, on a minibatch from the replay:
+
+1. critic: fit each ``Q_j(s, a)`` to ``r + gamma (1 - d) min_j Q'_j(s', a')`` where
+   ``a' = clip(mu'(s') + clip(eps, -c, c), -1, 1)``, ``eps ~ N(0, target_noise)``
+   (target policy smoothing) and ``mu'``, ``Q'`` are the target networks;
+2. every ``policy_delay`` gradient steps: the actor maximizes ``Q_1(s, mu(s))``, then
+   every target moves by Polyak averaging (delayed actor and target updates).
+
+Acting adds Gaussian exploration noise ``N(0, exploration_noise)`` (in units of half the
+action range) to ``mu(s)``; evaluation acts with ``mu(s)`` alone.
+
+**DDPG** is TD3 with one critic, no target smoothing and no delay: ``n_critics = 1``,
+``target_noise = 0``, ``policy_delay = 1`` (``configs/td3/ddpg-Pendulum-v1.yaml``, or those
+three ``--set agent....`` overrides). ``bn_placement = "ddpg"`` puts the normalization
+where the DDPG paper put BatchNorm: on the state input and every hidden layer of the actor,
+and in the critic on the state input and the layer before the action enters (the action
+joins at the second hidden layer; the layers after it are not normalized).
+``bn_placement = "hidden"`` (default) normalizes every hidden layer of both, as
+:func:`rlnorm.nets.mlp` does, and feeds the critic ``(s, a)`` at its input.
+
+Normalization is handled as in :mod:`rlnorm.agents.sac`: the critic's ``(s, a)`` and
+``(s', a')`` streams (``critic_streams``), frozen critic statistics in the actor loss,
+targets that run in eval mode and receive every buffer (:mod:`rlnorm.targets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rlnorm import norm as norms
+from rlnorm.agents.base import ActOutput, Agent, OffPolicy, register
+from rlnorm.agents.sac import (
+    ActionScale,
+    Critics,
+    check_off_policy,
+    critic_diagnostics,
+    flat,
+    mean_metrics,
+    mlp_critics,
+    num_gradient_steps,
+    optimize,
+    resolve_streams,
+)
+from rlnorm.errors import ConfigError
+from rlnorm.nets import MLP, mlp, resolve_activation
+from rlnorm.replay import ReplayBuffer, Transitions
+from rlnorm.safety import frozen_statistics, label_layers
+from rlnorm.targets import CRITIC_STREAMS, StepCounter, TargetNetwork, critic_pass
+
+
+@dataclass
+class TD3Config:
+    """TD3 hyperparameters (defaults: the TD3 paper's, as stable-baselines3 ships them)."""
+
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100  # env steps of uniform random actions before any update
+    steps_per_env: int = 1  # steps per sub-env between updates
+    gradient_steps: int = -1  # per update; -1: one per env step collected (update-to-data 1)
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak coefficient of the targets
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    hidden: tuple[int, ...] = (400, 300)
+    activation: str = "relu"
+    n_critics: int = 2  # DDPG: 1
+    policy_delay: int = 2  # gradient steps per actor and target update; DDPG: 1
+    target_noise: float = 0.2  # target policy smoothing std; DDPG: 0
+    target_noise_clip: float = 0.5
+    exploration_noise: float = 0.1  # Gaussian std when acting (half action range = 1)
+    bn_placement: str = "hidden"  # "hidden" or "ddpg" (module docstring)
+    critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (rlnorm.targets)
+    diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
+
+    def __post_init__(self) -> None:
+        check_off_policy(
+            self,
+            choices={"critic_streams": CRITIC_STREAMS, "bn_placement": ("hidden", "ddpg")},
+            positive=("n_critics", "policy_delay", "hidden"),
+            unit_interval=("tau",),
+        )
+        if min(self.target_noise, self.target_noise_clip, self.exploration_noise) < 0:
+            raise ConfigError("agent.target_noise, target_noise_clip, exploration_noise: >= 0")
+        if self.bn_placement == "ddpg" and (
+            self.critic_streams == "per_stream" or len(self.hidden) < 2
+        ):
+            raise ConfigError(
+                "agent.bn_placement=ddpg: needs two or more hidden layers (the action joins "
+                "the critic at the second) and critic_streams joint or separate"
+            )
+
+
+def input_norm(norm: str, features: int) -> nn.Module:
+    """The norm layer of ``norm`` over raw inputs (identity for kinds without a layer)."""
+    layer = norms.get(norm).layer
+    return nn.Identity() if layer is None else layer(features)
+
+
+class DeterministicActor(nn.Module):
+    """``mu(s) = tanh(body(s))`` in ``[-1, 1]``; with ``input_norm`` the state is
+    normalized before the first layer (DDPG's placement)."""
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, cfg: TD3Config, norm: str, normalize_input: bool
+    ) -> None:
+        super().__init__()
+        self.input = input_norm(norm, obs_dim) if normalize_input else nn.Identity()
+        self.body = mlp(obs_dim, action_dim, cfg.hidden, norm, cfg.activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.body(self.input(obs)))
+
+
+class DDPGCritic(nn.Module):
+    """DDPG's critic on ``cat(s, a)``: the state is normalized at the input and after the
+    first hidden layer; the action joins at the second hidden layer, which and whose
+    successors are plain Linear layers."""
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: TD3Config, norm: str) -> None:
+        super().__init__()
+        kind, first = norms.get(norm), cfg.hidden[0]
+        self.obs_dim = obs_dim
+        self.state = MLP(
+            input_norm(norm, obs_dim),
+            kind.linear(obs_dim, first),
+            input_norm(norm, first),
+            resolve_activation(cfg.activation)(),
+        )
+        self.head = mlp(first + action_dim, 1, cfg.hidden[1:], "none", cfg.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        obs, action = x[:, : self.obs_dim], x[:, self.obs_dim :]
+        return self.head(torch.cat([self.state(obs), action], -1))
+
+
+@register
+class TD3(Agent):
+    """TD3 (and DDPG, as a setting) with MLP actor and critics."""
+
+    name = "td3"
+    Config = TD3Config
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        config: TD3Config,
+        norm: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(observation_space, action_space, config, norm, device)
+        cfg = config
+        self.scale = ActionScale(action_space, self.device)
+        obs_dim = int(torch.Size(observation_space.shape).numel())
+        action_dim = int(action_space.shape[0])
+        self.critic_streams = resolve_streams(cfg.critic_streams, norm)
+
+        ddpg = cfg.bn_placement == "ddpg"
+        self.actor = DeterministicActor(obs_dim, action_dim, cfg, norm, normalize_input=ddpg)
+        self.critic = (
+            Critics([DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)])
+            if ddpg
+            else mlp_critics(
+                cfg.n_critics,
+                obs_dim + action_dim,
+                cfg.hidden,
+                norm,
+                cfg.activation,
+                cfg.critic_streams,
+            )
+        )
+        self.actor.to(self.device)
+        self.critic.to(self.device)
+        self.actor_target = TargetNetwork(self.actor)
+        self.critic_target = TargetNetwork(self.critic)
+        self.counter = StepCounter().to(self.device)
+
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.actor_lr, foreach=True
+        )
+        self.critic_optimizer = torch.optim.Adam(
+            self.critic.parameters(), lr=cfg.critic_lr, foreach=True
+        )
+        self.replay = ReplayBuffer(cfg.buffer_size, observation_space, action_space, self.device)
+        label_layers(self.modules())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
+            "counter": self.counter,
+        }
+
+    def acting_modules(self) -> list[nn.Module]:
+        return [self.actor]
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+
+    @property
+    def collection(self) -> OffPolicy:
+        return OffPolicy(self.config.steps_per_env, self.config.learning_starts)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        action = self.actor(flat(obs))
+        if not deterministic:
+            noise = self.config.exploration_noise * torch.randn_like(action)
+            action = (action + noise).clamp(-1.0, 1.0)
+        return ActOutput(self.scale.to_env(action))
+
+    def update(self, batch: ReplayBuffer, progress: float) -> dict[str, float]:
+        steps = [
+            self._gradient_step(batch.sample(self.config.batch_size))
+            for _ in range(num_gradient_steps(self.config, batch))
+        ]
+        return mean_metrics(steps)
+
+    def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
+        cfg = self.config
+        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
+        actions = self.scale.from_env(batch.actions)
+
+        # 1. Critic: TD target from the target critics at the smoothed target action.
+        with torch.no_grad():
+            next_actions = self.actor_target(next_obs)
+            noise = (cfg.target_noise * torch.randn_like(next_actions)).clamp(
+                -cfg.target_noise_clip, cfg.target_noise_clip
+            )
+            next_actions = (next_actions + noise).clamp(-1.0, 1.0)
+        inputs = torch.cat([obs, actions], -1)
+        next_inputs = torch.cat([next_obs, next_actions], -1)
+        q, next_q = critic_pass(
+            self.critic, self.critic_target, inputs, next_inputs, self.critic_streams
+        )
+        target = batch.rewards + cfg.gamma * ~batch.terminated * next_q.min(-1).values
+        critic_loss = (q - target[:, None]).pow(2).mean(0).sum()
+        optimize(self.critic_optimizer, critic_loss)
+        metrics: dict[str, torch.Tensor | float] = {
+            "loss/critic_loss": critic_loss.detach(),
+            "train/q": q.detach().mean(),
+        }
+
+        # 2. Delayed: the actor climbs Q_1 (critic statistics frozen), then the targets move.
+        step = self.counter.tick()
+        if step % cfg.policy_delay == 0:
+            with frozen_statistics(self.critic):
+                actor_loss = -self.critic.nets[0](torch.cat([obs, self.actor(obs)], -1)).mean()
+            optimize(self.actor_optimizer, actor_loss)
+            self.actor_target.update(self.actor, cfg.tau)
+            self.critic_target.update(self.critic, cfg.tau)
+            metrics["loss/actor_loss"] = actor_loss.detach()
+
+        joint = torch.cat([inputs, next_inputs]) if self.critic_streams == "joint" else inputs
+        return metrics | critic_diagnostics(self.critic, joint, step, cfg.diagnostics_every)
