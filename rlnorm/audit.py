@@ -38,6 +38,7 @@ from torch import nn
 from rlnorm import checkpoint
 from rlnorm import norm as norms
 from rlnorm.diagnostics import Modules, StreamWatch, layer_drift, named_layers, named_roots
+from rlnorm.targets import TargetNetwork
 
 Severity = Literal["error", "warning", "info"]
 _RANK: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
@@ -78,10 +79,12 @@ def audit(
     agent (its ``modules()``). Findings are sorted errors first, then warnings, then info.
 
     Args:
-        progress: the fraction of the planned run done so far (``0 < progress <= 1``),
-            which projects each Batch Renorm's train-mode pass count to the end of the run
-            to tell whether the run ends inside its warm-up. A learner can pass
-            ``env_steps / total_steps`` after its first update.
+        progress: the fraction of the run's planned updates done so far
+            (``0 < progress <= 1``), which projects each Batch Renorm's train-mode pass
+            count to the end of the run to tell whether the run ends inside its warm-up.
+            The learner passes ``1 / planned updates`` after its first update. Layers
+            inside a :class:`rlnorm.targets.TargetNetwork` are checked for non-finite
+            values only: their statistics are copies of the online network's.
         watch: a :class:`rlnorm.diagnostics.StreamWatch` that watched an update, to find
             shared statistics reached by separate passes of different distributions (a
             runtime property that modules at rest cannot show).
@@ -89,11 +92,18 @@ def audit(
     if progress is not None and not 0 < progress <= 1:
         raise ValueError(f"progress must be in (0, 1], got {progress}")
     roots = named_roots(obj)
+    # A target network's buffers are copies of its online network's, which is audited.
+    copies = {
+        id(layer)
+        for target in named_layers(roots)
+        if isinstance(target[1], TargetNetwork)
+        for layer in target[1].modules()
+    }
     findings: list[Finding] = []
     for path, module in named_layers(roots):
         findings += _non_finite(path, module)
         kind = norms.kind_of(module)
-        if kind is not None:
+        if kind is not None and id(module) not in copies:
             findings += _norm_layer(path, module, kind, progress)
     findings += _train_mode(roots)
     if watch is not None:

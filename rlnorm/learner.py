@@ -282,9 +282,17 @@ class Learner:
         if diagnostics.due(self.updates):
             metrics |= diagnostics.measure(self.updates, self._diagnostic_inputs(batch))
         if self.updates == 0:
-            self._audit(progress, diagnostics.last_watch)
+            self._audit(1 / self._planned_updates(), diagnostics.last_watch)
         self.updates += 1
         return metrics
+
+    def _planned_updates(self) -> int:
+        """How many updates the whole run makes: one per collection, after the warm-up."""
+        collection = self.agent.collection
+        per_update = collection.steps_per_env * self.env.num_envs
+        starts = collection.learning_starts if isinstance(collection, OffPolicy) else 0
+        remaining = max(0, self.config.train.total_steps - max(starts, per_update))
+        return 1 + math.ceil(remaining / per_update)
 
     def _diagnostic_inputs(self, batch: Any) -> torch.Tensor:
         """Observations as the acting modules take them: the rollout's (already normalized),

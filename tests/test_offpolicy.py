@@ -170,6 +170,24 @@ def test_interrupted_sac_resumes_to_the_same_weights(
         assert torch.equal(a[key], b[key]), key
 
 
+def test_audit_projects_batch_renorm_passes_from_updates_and_skips_targets(
+    tmp_path: Path,
+) -> None:
+    # Updates start only after learning_starts and each makes several gradient steps: the
+    # audit after the first update must project the run's train-mode passes from the
+    # planned updates, not from env steps, and report the online critic, not its target.
+    with pytest.warns(RuntimeWarning, match="warm-up") as caught:
+        train(tmp_path, "sac", "batch_renorm", 300)
+    findings = [str(w.message) for w in caught if "Batch Renorm" in str(w.message)]
+    assert findings and not any(m.startswith("audit: critic_target") for m in findings)
+    projected = {int(m.split("about ")[1].split(" train-mode")[0]) for m in findings}
+    weights = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "weights.safetensors")
+    counts = {int(v) for k, v in weights.items() if k.startswith("critic.") and "tracked" in k}
+    assert len(counts) == 1
+    passes = counts.pop()
+    assert all(abs(p - passes) <= 0.05 * passes for p in projected), (projected, passes)
+
+
 # --------------------------------------------------------------------------- targets
 
 
