@@ -147,6 +147,26 @@ def read_curve(path: str | Path, metric: str = "mean") -> Curve:
     return Curve(np.array(steps, dtype=np.int64), np.array(values), str(path))
 
 
+def read_scalars(run_dir: str | Path, tag: str) -> Curve:
+    """The TensorBoard scalar ``tag`` of a run (its ``tb/`` event files), against the step.
+
+    A step logged twice (a resumed run re-logs the steps after its last checkpoint) keeps its
+    last value. A missing tag is an error listing the run's tags.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = Path(run_dir) / "tb"
+    if not tb.is_dir():
+        raise RlnormError(f"{tb}: missing (every run directory rlnorm writes has one)")
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0}).Reload()
+    tags = events.Tags()["scalars"]
+    if tag not in tags:
+        raise RlnormError(f"{tb}: {UnknownNameError('TensorBoard scalar', tag, tags)}")
+    by_step = {event.step: event.value for event in events.Scalars(tag)}
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    return Curve(steps, np.array([by_step[k] for k in steps], dtype=float), f"{tb} ({tag})")
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """The ``# key: value`` comment lines at the top of a ``config.yaml``, values typed."""
     header: dict[str, Any] = {}
@@ -252,6 +272,7 @@ def plot_runs(
     metric: str = "mean",
     title: str | None = None,
     allow_mixed_envs: bool = False,
+    tags: Sequence[str] = (),
 ) -> Path:
     """Draw the learning curves of runs into a PNG at ``out_path``; returns that path.
 
@@ -259,17 +280,28 @@ def plot_runs(
     ``group_by`` is a dotted config key (``"norm"``, ``"agent.lr"``, ``"train.num_envs"``);
     ``metric`` is the ``eval.jsonl`` field plotted (``"mean"``: the mean evaluation return).
     Runs of different environments are refused unless ``allow_mixed_envs``: their returns are
-    on different scales, so one figure of them is most likely a mistake.
+    on different scales, so one figure of them is most likely a mistake. With ``tags``, the
+    figure has one panel per TensorBoard scalar instead (``"norm/train_eval_gap"``,
+    ``"charts/episodic_return"``, ...), read from each run's ``tb/``, grouped the same way.
     """
     runs = [load_run(path, metric) for path in find_runs(run_dirs)]
     env_ids = _env_ids(runs, allow_mixed_envs)
     groups = group_runs(runs, group_by)
-    curves = aggregate({label: [r.curve for r in members] for label, members in groups.items()})
     if title is None:
         agent_names = sorted({r.agent for r in runs if r.agent is not None})
         on = f"{', '.join(agent_names)} on " if agent_names else ""
         title = f"{on}{', '.join(env_ids)}"
-    return _draw(curves, Path(out_path), group_by, metric, title)
+    if tags:
+        panels = {
+            tag: aggregate(
+                {label: [read_scalars(r.path, tag) for r in runs] for label, runs in groups.items()}
+            )
+            for tag in tags
+        }
+    else:
+        curves = {label: [r.curve for r in members] for label, members in groups.items()}
+        panels = {f"evaluation return ({metric} over episodes)": aggregate(curves)}
+    return _draw(panels, Path(out_path), group_by, title)
 
 
 def _env_ids(runs: Sequence[Run], allow_mixed: bool) -> list[str]:
@@ -295,9 +327,10 @@ def _env_ids(runs: Sequence[Run], allow_mixed: bool) -> list[str]:
 
 
 def _draw(
-    curves: Mapping[str, GroupCurve], out_path: Path, group_by: str, metric: str, title: str
+    panels: Mapping[str, Mapping[str, GroupCurve]], out_path: Path, group_by: str, title: str
 ) -> Path:
-    """Render the curves with matplotlib's Agg canvas and save them as a PNG.
+    """Render each panel's curves (keyed by the panel's y-axis label) side by side, two a
+    row, with matplotlib's Agg canvas, and save them as a PNG.
 
     matplotlib is imported here, not at module level, so that every other ``rlnorm`` command
     starts without paying for it; the figure is built without pyplot, so no global backend
@@ -307,24 +340,34 @@ def _draw(
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    fig = Figure(figsize=(7.5, 4.5), dpi=150, layout="constrained")
+    columns = min(2, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(7.5 * columns, 4.5 * rows), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for label, curve in curves.items():
-        (line,) = ax.plot(
-            curve.steps, curve.mean, marker="o", markersize=3, label=f"{label} (n={curve.runs})"
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
+    for ax, (ylabel, curves) in zip(axes, panels.items(), strict=False):
+        for label, curve in curves.items():
+            marker = "o" if len(curve.steps) <= 60 else None
+            (line,) = ax.plot(
+                curve.steps,
+                curve.mean,
+                marker=marker,
+                markersize=3,
+                label=f"{label} (n={curve.runs})",
+            )
+            ax.fill_between(curve.steps, curve.min, curve.max, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.grid(alpha=0.3)
+        ax.legend(
+            title=f"{group_by}  (line: mean over runs; band: min to max)",
+            fontsize="small",
+            title_fontsize="small",
         )
-        ax.fill_between(curve.steps, curve.min, curve.max, color=line.get_color(), alpha=0.2)
-    ax.set_title(title)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"evaluation return ({metric} over episodes)")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.grid(alpha=0.3)
-    ax.legend(
-        title=f"{group_by}  (line: mean over runs; band: min to max)",
-        fontsize="small",
-        title_fontsize="small",
-    )
+    for ax in axes[len(panels) :]:  # the empty cell of an odd number of panels
+        ax.set_visible(False)
+    fig.suptitle(title)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, format="png")
     return out_path
@@ -361,6 +404,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="mean",
         help="eval.jsonl field to plot (default: mean, the mean return over the episodes)",
     )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        dest="tags",
+        metavar="TAG",
+        help="plot this TensorBoard scalar (e.g. norm/train_eval_gap) from each run's tb/ "
+        "instead of the evaluation return; repeat for one panel per tag",
+    )
     parser.add_argument("--title", default=None, help="default: '<agent> on <env id>'")
     parser.add_argument(
         "--allow-mixed-envs",
@@ -379,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
         metric=args.metric,
         title=args.title,
         allow_mixed_envs=args.allow_mixed_envs,
+        tags=args.tags,
     )
     print(f"wrote {out}")
     return 0

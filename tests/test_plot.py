@@ -185,6 +185,49 @@ def test_cli_command(study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     png_size(out)
 
 
+def write_scalars(run_dir: Path, tag: str, points: Sequence[tuple[int, float]]) -> None:
+    """TensorBoard events as the monitor writes them, one event file per call (a resumed
+    run adds a second file)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+
+
+def test_tensorboard_tags_one_panel_each(study: Path, tmp_path: Path) -> None:
+    gaps = {"batch": [0.3, 0.2, 0.1], "none": [0.0, 0.0, 0.0]}
+    for norm, values in gaps.items():
+        for seed in range(3):
+            points = [(1000 * (i + 1), v + 0.01 * seed) for i, v in enumerate(values)]
+            write_scalars(study / norm / f"seed{seed}", "norm/train_eval_gap", points)
+            write_scalars(study / norm / f"seed{seed}", "losses/value", points)
+    # A resumed run logs steps after its last checkpoint again: the later value wins.
+    write_scalars(study / "batch" / "seed0", "norm/train_eval_gap", [(3000, 0.5)])
+
+    curve0 = plot.read_scalars(study / "batch" / "seed0", "norm/train_eval_gap")
+    assert curve0.steps.tolist() == [1000, 2000, 3000]
+    np.testing.assert_allclose(curve0.values, [0.3, 0.2, 0.5], rtol=1e-6)
+
+    out = plot.plot_runs(
+        [study], tmp_path / "tags.png", tags=["norm/train_eval_gap", "losses/value"]
+    )
+    one = plot.plot_runs([study], tmp_path / "one.png", tags=["norm/train_eval_gap"])
+    (wide, high), (single, _) = png_size(out), png_size(one)
+    assert wide > 1.8 * single and high > 0  # two panels side by side
+
+
+def test_missing_tensorboard_tag_names_the_logged_ones(study: Path) -> None:
+    write_scalars(study / "none" / "seed0", "norm/train_eval_gap", [(1000, 0.0)])
+    with pytest.raises(
+        RlnormError,
+        match=r"scalar 'norm/train_eval_gp'. Did you mean 'norm/train_eval_gap'",
+    ):
+        plot.read_scalars(study / "none" / "seed0", "norm/train_eval_gp")
+    with pytest.raises(RlnormError, match=r"seed1.tb: missing"):
+        plot.read_scalars(study / "none" / "seed1", "norm/train_eval_gap")
+
+
 def test_find_runs_accepts_runs_and_parents_and_counts_each_run_once(study: Path) -> None:
     direct = study / "batch" / "seed1"
     found = plot.find_runs([direct, study])
