@@ -16,6 +16,11 @@ adapter is an ordinary :class:`~rlnorm.agents.base.Agent`:
   squashed to [-1, 1] by the policy and rescaled to the env's bounds here.
 - **Updates.** On-policy (PPO, A2C): :meth:`SB3OnPolicy.update` fills a fresh SB3
   ``RolloutBuffer`` from rlnorm's :class:`~rlnorm.rollout.Rollout` and calls ``train()``.
+  With a mode-dependent norm, ``norm_update: frozen`` (the default, as in rlnorm's PPO) runs
+  ``train()`` with every BatchNorm on its running statistics, the function that acted, then
+  refreshes the statistics with one train-mode pass over the rollout; ``batch`` is SB3's
+  textbook train mode. ``norm_statistics: cumulative`` (default) averages the statistics
+  over all batches, ``ema`` keeps BatchNorm's momentum of 0.1.
   Off-policy (SAC, TD3, CrossQ, DQN): the learner fills rlnorm's replay buffer, and SB3's
   ``train(gradient_steps, batch_size)`` samples it through a view in SB3's layout.
 - **Targets.** Inside the update every target network normalizes with its copied running
@@ -88,7 +93,10 @@ def _check_common(config: Any, **ranges: tuple[str, ...]) -> None:
     ranges["positive"] = (*ranges.get("positive", ()), "learning_rate", "net_arch")
     if hasattr(config, "critic_net_arch"):
         ranges["positive"] += ("critic_net_arch",)
-    check_ranges(config, choices={"learning_rate_schedule": _SCHEDULES}, **ranges)
+    choices: dict[str, tuple[str, ...]] = {"learning_rate_schedule": _SCHEDULES}
+    if hasattr(config, "norm_update"):
+        choices |= {"norm_update": ("frozen", "batch"), "norm_statistics": ("cumulative", "ema")}
+    check_ranges(config, choices=choices, **ranges)
 
 
 def _check_off_policy(config: Any, **ranges: tuple[str, ...]) -> None:
@@ -129,6 +137,8 @@ class PPOConfig:
     activation_fn: str = "tanh"
     ortho_init: bool = True
     log_std_init: float = 0.0
+    norm_update: str = "frozen"  # "frozen" or "batch": see SB3OnPolicy
+    norm_statistics: str = "cumulative"  # "cumulative" or "ema" (BatchNorm's momentum 0.1)
 
     def __post_init__(self) -> None:
         _check_common(
@@ -161,6 +171,8 @@ class A2CConfig:
     activation_fn: str = "tanh"
     ortho_init: bool = True
     log_std_init: float = 0.0
+    norm_update: str = "frozen"  # "frozen" or "batch": see SB3OnPolicy
+    norm_statistics: str = "cumulative"  # "cumulative" or "ema" (BatchNorm's momentum 0.1)
 
     def __post_init__(self) -> None:
         _check_common(
@@ -306,6 +318,8 @@ _ADAPTER_FIELDS = (
     "critic_net_arch",
     "learn_ent_coef",
     "action_noise_std",
+    "norm_update",
+    "norm_statistics",
 )
 
 
@@ -390,6 +404,15 @@ def _actor_critic_policy(base: type, kind: norms.NormKind) -> type:
     """SB3's ActorCriticPolicy (PPO, A2C) with ``kind`` in its policy and value MLPs."""
 
     class NormalizedActorCriticPolicy(base):  # type: ignore[misc, valid-type]
+        #: set by the adapter during ``train()`` when its ``norm_update`` is ``"frozen"``
+        freeze_statistics = False
+
+        def set_training_mode(self, mode: bool) -> None:
+            # SB3's train() calls this first thing, which would undo frozen_statistics.
+            super().set_training_mode(mode)
+            if mode and self.freeze_statistics:
+                set_statistics_mode(self, False)
+
         def _build_mlp_extractor(self) -> None:
             super()._build_mlp_extractor()
             extractor = self.mlp_extractor
@@ -686,12 +709,34 @@ class SB3OnPolicy(SB3Agent):
             actions, {"sample": sample, "value": value.flatten(), "log_prob": log_prob}
         )
 
+    def _after_setup(self) -> None:
+        if self.config.norm_statistics == "cumulative":
+            norms.use_cumulative_statistics(self.model.policy)
+
     def update(self, batch: Rollout, progress: float) -> dict[str, float]:
-        self.model.rollout_buffer = self._rollout_buffer(batch)
+        buffer = self.model.rollout_buffer = self._rollout_buffer(batch)
         # SB3 draws minibatch permutations from numpy's global generator: seeded from torch's
         # (which the learner seeds and checkpoints), a seeded run is reproducible and resumable.
         np.random.seed(int(torch.randint(2**31 - 1, ())))
-        return self._train(progress)
+        policy = self.model.policy
+        if self.config.norm_update == "batch":
+            return self._train(progress)
+        # Frozen: SB3's loss runs on the very function that acted (running statistics), so
+        # PPO's first ratio is exactly 1; then one train-mode pass over the rollout refreshes
+        # the statistics for the next rollout, as rlnorm's own PPO does.
+        policy.freeze_statistics = True
+        try:
+            metrics = self._train(progress)
+        finally:
+            policy.freeze_statistics = False
+        obs = torch.as_tensor(buffer.observations, device=policy.device)  # train() flattened it
+        obs = obs.reshape(-1, *self.observation_space.shape)[: buffer.buffer_size]
+        if obs.shape[0] > 1:  # a train-mode BatchNorm pass needs a batch
+            policy.set_training_mode(True)
+            with torch.no_grad():
+                policy.get_distribution(obs)
+                policy.predict_values(obs)
+        return metrics
 
     def _minibatch_size(self) -> int | None:
         """Minibatch size of SB3's ``train()`` (None: the whole rollout)."""

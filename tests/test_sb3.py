@@ -280,6 +280,45 @@ def test_on_policy_buffer_bootstraps_like_rlnorms_gae() -> None:
     torch.testing.assert_close(torch.as_tensor(buffer.advantages).flatten(), expected.float())
 
 
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm"])
+def test_frozen_norm_update_makes_the_first_ratio_one(norm: str) -> None:
+    """With a learning rate too small to move the weights, every ratio SB3's PPO computes
+    reflects only the gap between the acting (eval) and the updated network: none with
+    ``norm_update=frozen``, spurious clipping with ``batch``. The frozen update then
+    refreshes the running statistics with one train-mode pass over the rollout. (No
+    orthogonal init: its 0.01-gain action head makes any policy nearly uniform at first,
+    which hides the gap.)"""
+    clip_fraction, kl = {}, {}
+    for update in ("frozen", "batch"):
+        torch.manual_seed(0)
+        agent = build(
+            "PPO", norm, norm_update=update, learning_rate=1e-12, n_epochs=1, batch_size=16,
+            clip_range=0.05, net_arch=(16, 16), critic_net_arch=(16, 16), ortho_init=False,
+        )  # fmt: skip
+        rollout = random_rollout(agent, 32, 2)
+        rollout.obs = 3.0 * rollout.obs + 1.0  # far from the initial statistics (0, 1)
+        with acting(*agent.acting_modules()):  # acting extras for the moved observations
+            out = agent.act(rollout.obs.flatten(0, 1))
+        rollout.extras = {k: v.reshape(33, 2, *v.shape[1:]) for k, v in out.extras.items()}
+        before = {k: b.clone() for k, b in agent.model.policy.named_buffers()}
+        with training(*agent.modules().values()):
+            metrics = agent.update(rollout, progress=0.0)
+        clip_fraction[update], kl[update] = metrics["loss/clip_fraction"], metrics["loss/approx_kl"]
+        moved = [k for k, b in agent.model.policy.named_buffers() if not torch.equal(b, before[k])]
+        assert any("running_mean" in k for k in moved)
+    assert clip_fraction["frozen"] == 0.0 and abs(kl["frozen"]) < 1e-6
+    assert clip_fraction["batch"] > 0.1
+
+
+def test_norm_update_and_statistics_are_checked() -> None:
+    with pytest.raises(ConfigError, match="norm_update"):
+        build("PPO", norm_update="frozn")
+    agent = build("A2C", norm_statistics="ema")
+    assert all(m.momentum == 0.1 for m in norm_layers(agent.model.policy, "batch"))
+    agent = build("A2C")
+    assert all(m.momentum is None for m in norm_layers(agent.model.policy, "batch"))
+
+
 def test_batch_norm_ppo_never_gets_a_minibatch_of_one() -> None:
     agent = build("PPO", batch_size=8, n_epochs=1)
     rollout = random_rollout(agent, 17, 1)
