@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         "rollout; a NaN/inf loss or weight always stops the run",
     )
     train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="use torch's deterministic algorithms (train.deterministic=true): same seed, same "
+        "weights on CUDA too, at some speed; CPU runs are deterministic without it",
+    )
+    train.add_argument(
         "--quiet", action="store_true", help="no progress bar (train.log in the run dir has it)"
     )
 
@@ -170,6 +176,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.nan_policy is not None:
         overrides.append(f"train.nan_policy={args.nan_policy}")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
     cfg = config.resolve(
         agent_name,
         env_id,
@@ -219,7 +227,7 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
         "--run-dir": args.run_dir,
     }
     given = [flag for flag, value in fixed.items() if value is not None]
-    if given or args.overrides or args.nan_policy:
+    if given or args.overrides or args.nan_policy or args.deterministic:
         raise RlnormError(
             f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}"
             " (only --steps, --device, --threads and --quiet may change)"

@@ -42,6 +42,7 @@ class TrainConfig:
     normalize_reward: bool = False  # scale rewards by the discounted return's running std
     reward_gamma: float = 0.99  # discount of the return that normalize_reward tracks
     norm_diagnostics_every: int = 4  # updates between norm/ diagnostics (< 5% of update time)
+    deterministic: bool = False  # torch's deterministic algorithms (CUDA; CPU already is)
 
     def __post_init__(self) -> None:
         agents.check_ranges(

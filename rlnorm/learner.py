@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -328,6 +329,13 @@ class Learner:
             self.rollouts.reset(seed=self.config.seed)
             self._apply_restored()
             self.monitor.log(f"resumed at env step {self.env_steps}")
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic:
+            # cuBLAS needs a fixed workspace for reproducible matmuls; CPU runs are already
+            # deterministic (tested), so this matters on CUDA.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         try:
             while self.env_steps < cfg.total_steps:
                 metrics = self._step()
@@ -360,6 +368,7 @@ class Learner:
             self._checkpoint()
         finally:
             self.monitor.close()
+            torch.use_deterministic_algorithms(deterministic)
         wall = time.perf_counter() - start
         summary = {
             "env_steps": self.env_steps,

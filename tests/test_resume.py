@@ -121,6 +121,29 @@ def test_same_seed_same_run_and_another_seed_differs(tmp_path: Path) -> None:
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
+def test_deterministic_flag_is_recorded_enabled_during_the_run_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    real_step = Learner._step
+
+    def step(self: Learner) -> dict[str, float]:
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_step(self)
+
+    monkeypatch.setattr(Learner, "_step", step)
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["--steps", "1024", "--norm", "batch", *SMALL[4:]]
+    assert run_main(["train", "--run-dir", str(a), *argv])[0] == 0
+    assert not any(seen)
+    seen.clear()
+    assert run_main(["train", "--run-dir", str(b), "--deterministic", *argv])[0] == 0
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "deterministic: true" in (b / "config.yaml").read_text()
+    assert_same_weights(a, b)  # CPU runs are deterministic either way
+
+
 def test_sigkill_mid_run_then_resume_finishes_with_continuous_steps(tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
     argv = [
