@@ -61,8 +61,9 @@ RUNS: dict[str, tuple[str, int, str]] = {
     "DQN": (
         "CartPole-v1",
         400,
-        f"{SMALL_OFF_POLICY} --set agent.target_update_interval=64 "
-        "--set agent.exploration_fraction=0.5",
+        # the shipped config's train_freq=256 would make the whole run one collection
+        f"{SMALL_OFF_POLICY} --set agent.train_freq=4 --set agent.gradient_steps=1 "
+        "--set agent.target_update_interval=64 --set agent.exploration_fraction=0.5",
     ),
     "SAC": ("Pendulum-v1", 256, f"{SMALL_OFF_POLICY} --set agent.critic_net_arch=[32,32]"),
     "TD3": (
