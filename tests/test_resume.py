@@ -277,6 +277,37 @@ def test_nan_loss_stops_the_run_naming_the_loss(
     assert checkpoint.read_meta(run_dir / "checkpoints" / "last")["counters"]["env_steps"] == 512
 
 
+def test_a_nan_weight_never_reaches_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weight made NaN by an update whose losses were finite is caught before the next
+    checkpoint, named, and ``last`` keeps the previous good weights."""
+    from rlnorm.agents.ppo import PPO
+
+    real_update = PPO.update
+    calls = {"n": 0}
+
+    def update(self: PPO, batch: Any, progress: float) -> dict[str, float]:
+        metrics = real_update(self, batch, progress)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with torch.no_grad():
+                next(self.actor.parameters()).view(-1)[0] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(PPO, "update", update)
+    run_dir = tmp_path / "nanweight"
+    argv = ["train", "--run-dir", str(run_dir), "--steps", "2048", "--quiet",
+            "--set", "train.checkpoint_every=256", "--set", "train.eval_every=0"]  # fmt: skip
+    rc, _, err = run_main(argv)
+    assert rc == 2
+    assert "non-finite weight actor." in err and "after 3 updates (env step 768)" in err
+    last = run_dir / "checkpoints" / "last"
+    assert checkpoint.read_meta(last)["counters"]["env_steps"] == 512
+    weights = safetensors.torch.load_file(last / "weights.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
 # --------------------------------------------------------------------------- resume errors
 
 
