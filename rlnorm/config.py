@@ -42,6 +42,7 @@ class TrainConfig:
     normalize_reward: bool = False  # scale rewards by the discounted return's running std
     reward_gamma: float = 0.99  # discount of the return that normalize_reward tracks
     norm_diagnostics_every: int = 4  # updates between norm/ diagnostics (< 5% of update time)
+    log_every: int = 500  # env steps between TensorBoard writes of update means (0: each update)
     deterministic: bool = False  # torch's deterministic algorithms (CUDA; CPU already is)
 
     def __post_init__(self) -> None:
@@ -57,7 +58,7 @@ class TrainConfig:
                 "final_eval_episodes",
                 "eval_num_envs",
             ),
-            non_negative=("eval_every", "checkpoint_every", "keep_checkpoints"),
+            non_negative=("eval_every", "checkpoint_every", "keep_checkpoints", "log_every"),
             unit_interval=("reward_gamma",),
         )
 

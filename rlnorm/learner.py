@@ -334,7 +334,11 @@ class Learner:
         start_steps = self.env_steps
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.monitor = Monitor(
-            self.run_dir, cfg.total_steps, quiet=self.quiet, start_step=self.env_steps
+            self.run_dir,
+            cfg.total_steps,
+            quiet=self.quiet,
+            start_step=self.env_steps,
+            log_every=cfg.log_every,
         )
         if self._restored is None:
             self.rollouts.reset(seed=self.config.seed)
@@ -352,20 +356,21 @@ class Learner:
             torch.backends.cudnn.benchmark = False
         try:
             while self.env_steps < cfg.total_steps:
-                metrics = self._step()
-                elapsed = time.perf_counter() - start
+                self.monitor.record(self._step(), self.env_steps)
+                sps = (self.env_steps - start_steps) / (time.perf_counter() - start)
                 returns = self.rollouts.episode_returns
-                if returns:
-                    metrics["rollout/episode_return"] = float(np.mean(returns))
-                    metrics["rollout/episode_length"] = float(
-                        np.mean(self.rollouts.episode_lengths)
-                    )
-                metrics["time/sps"] = (self.env_steps - start_steps) / elapsed
-                self.monitor.scalars(metrics, self.env_steps)
-                self.monitor.progress(
-                    self.env_steps, metrics["time/sps"], returns[-1] if returns else None
-                )
-                if self.env_steps >= cfg.total_steps:
+                finished = self.env_steps >= cfg.total_steps
+                if finished or self.monitor.due(self.env_steps):
+                    rollout = {"time/sps": sps}
+                    if returns:
+                        rollout["rollout/episode_return"] = float(np.mean(returns))
+                        rollout["rollout/episode_length"] = float(
+                            np.mean(self.rollouts.episode_lengths)
+                        )
+                    self.monitor.record(rollout, self.env_steps)
+                    self.monitor.flush(self.env_steps)
+                self.monitor.progress(self.env_steps, sps, returns[-1] if returns else None)
+                if finished:
                     break
                 evaluate = self.next_eval is not None and self.env_steps >= self.next_eval
                 save = self.next_checkpoint is not None and self.env_steps >= self.next_checkpoint

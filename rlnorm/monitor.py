@@ -20,6 +20,13 @@ class Monitor:
         quiet: no progress bar (scripts, CI); ``train.log`` is written either way.
         start_step: where a resumed run starts; TensorBoard drops what an earlier
             attempt logged from this step on, so curves do not double back.
+        log_every: env steps between writes of the training scalars (:meth:`record`),
+            each the mean over the updates since the last write; 0 writes every update.
+
+    Why training scalars are batched: the writer serializes each scalar on a background
+    thread, which takes the GIL from the training loop. Measured on a one-env SAC run
+    (Pendulum-v1, 2-core CPU), writing a dozen scalars after every update made the whole
+    run 15% slower, the acting and env steps between updates twice as slow.
     """
 
     def __init__(
@@ -28,6 +35,7 @@ class Monitor:
         total_steps: int,
         quiet: bool = False,
         start_step: int = 0,
+        log_every: int = 0,
     ) -> None:
         self.tb_dir = Path(run_dir) / "tb"
         self.writer = SummaryWriter(str(self.tb_dir), purge_step=start_step or None)
@@ -35,11 +43,32 @@ class Monitor:
         self.bar = tqdm(
             total=total_steps, initial=start_step, unit="step", disable=quiet, dynamic_ncols=True
         )
+        self.log_every = log_every
+        self._next_write = start_step + log_every
+        self._pending: dict[str, tuple[float, int]] = {}
+        self._last_step = start_step
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        """Log each ``tag: value`` at ``step`` (environment steps)."""
+        """Write each ``tag: value`` at ``step`` (environment steps) now."""
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
+
+    def record(self, values: dict[str, float], step: int) -> None:
+        """Add one update's training scalars at ``step``; :meth:`flush` writes their means."""
+        for tag, value in values.items():
+            total, count = self._pending.get(tag, (0.0, 0))
+            self._pending[tag] = (total + float(value), count + 1)
+        self._last_step = step
+
+    def due(self, step: int) -> bool:
+        """Whether ``log_every`` env steps have passed since the last write."""
+        return step >= self._next_write
+
+    def flush(self, step: int) -> None:
+        """Write the mean of each recorded scalar since the last write, at ``step``."""
+        self.scalars({tag: total / count for tag, (total, count) in self._pending.items()}, step)
+        self._pending.clear()
+        self._next_write = step + self.log_every
 
     def log(self, message: str) -> None:
         """Append a timestamped line to ``train.log``."""
@@ -53,6 +82,9 @@ class Monitor:
         self.bar.set_postfix_str(f"sps={sps:,.0f} return={ret}", refresh=False)
 
     def close(self) -> None:
+        """Write what is still recorded (a run that stops early keeps it), then close."""
+        if self._pending:
+            self.flush(self._last_step)
         self.bar.close()
         self.writer.close()
         self.log_file.close()
