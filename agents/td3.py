@@ -23,6 +23,14 @@ joins at the second hidden layer; the layers after it are not normalized).
 Normalization is handled as in :mod:`rlnorm.agents.sac`: the critic's ``(s, a)`` and
 ``(s', a')`` streams (``critic_streams``), frozen critic statistics in the actor loss,
 targets that run in eval mode and receive every buffer (:mod:`rlnorm.targets`).
+
+``actor_norm_update`` decides which function the actor loss improves. ``"batch"``
+(default): the actor in train mode, its BatchNorm on the minibatch's statistics, while it
+acts on its running statistics. ``"frozen"``: PPO's fix, the actor's norm layers on their
+running statistics during the loss (the very policy that acts), then one train-mode pass
+without gradient to move them. It does not pay here: ``--norm batch`` on Pendulum-v1 with
+the shipped config, final 20-episode means for seeds 0, 1, 2 (2026-12-01): ``batch`` -215.5,
+-205.6, -141.2 (mean -187.4); ``frozen`` -146.8, -238.0, -517.1 (mean -300.6).
 """
 
 from __future__ import annotations
@@ -75,13 +83,18 @@ class TD3Config:
     target_noise_clip: float = 0.5
     exploration_noise: float = 0.1  # Gaussian std when acting (half action range = 1)
     bn_placement: str = "hidden"  # "hidden" or "ddpg" (module docstring)
+    actor_norm_update: str = "batch"  # "batch" or "frozen" (module docstring)
     critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (rlnorm.targets)
     diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
 
     def __post_init__(self) -> None:
         check_off_policy(
             self,
-            choices={"critic_streams": CRITIC_STREAMS, "bn_placement": ("hidden", "ddpg")},
+            choices={
+                "critic_streams": CRITIC_STREAMS,
+                "bn_placement": ("hidden", "ddpg"),
+                "actor_norm_update": ("frozen", "batch"),
+            },
             positive=("n_critics", "policy_delay", "hidden"),
             unit_interval=("tau",),
         )
@@ -249,11 +262,18 @@ class TD3(Agent):
         }
 
         # 2. Delayed: the actor climbs Q_1 (critic statistics frozen), then the targets move.
+        #    With actor_norm_update "frozen" the actor's norm layers use their running
+        #    statistics too, so the policy improved is the one that acts; one train-mode
+        #    pass without gradient then moves those statistics towards the batch.
         step = self.counter.tick()
         if step % cfg.policy_delay == 0:
-            with frozen_statistics(self.critic):
+            frozen = cfg.actor_norm_update == "frozen"
+            with frozen_statistics(self.critic, *([self.actor] if frozen else [])):
                 actor_loss = -self.critic.nets[0](torch.cat([obs, self.actor(obs)], -1)).mean()
             optimize(self.actor_optimizer, actor_loss)
+            if frozen:
+                with torch.no_grad():
+                    self.actor(obs)
             self.actor_target.update(self.actor, cfg.tau)
             self.critic_target.update(self.critic, cfg.tau)
             metrics["loss/actor_loss"] = actor_loss.detach()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -28,6 +29,8 @@ TARGET = -200.0
 RUNS = [
     "sac:none", "sac:layer", "sac:batch",
     "td3:none", "td3:layer", "td3:batch",
+    # PPO's fix for the actor: its loss on running statistics (agents/td3.py)
+    "td3:batch:agent.actor_norm_update=frozen",
     "crossq:batch_renorm", "crossq:batch", "crossq:layer", "crossq:none",
     # Batch Renorm relaxing after the layer's default 1k warm-up passes, not sbx's 100k:
     "crossq:batch_renorm:agent.renorm_warmup_steps=1000",
@@ -75,16 +78,16 @@ def run(agent: str, norm: str, sets: list[str], runs_dir: Path) -> dict[str, obj
     }
 
 
-def report(rows: list[dict[str, object]]) -> str:
-    """The results as Markdown."""
+def report(rows: list[dict[str, object]], conditions: str) -> str:
+    """The results as Markdown; ``conditions`` says when and under what load they ran."""
     lines = [
         "# Off-policy agents on Pendulum-v1 (20,000 env steps, seed 0)",
         "",
         "Written by `python benchmarks/offpolicy_pendulum.py`: each run is",
         "`rlnorm train --agent A --env Pendulum-v1 --norm N --seed 0 --quiet --threads 1",
         "--run-dir DIR --set train.final_eval_episodes=20` with the shipped",
-        "`configs/A/Pendulum-v1.yaml`, one run at a time on a 2-core CPU machine shared with",
-        "other jobs (wall times are upper bounds). The final evaluation is 20 deterministic",
+        "`configs/A/Pendulum-v1.yaml`, one run at a time on a 2-core CPU machine",
+        f"({conditions}). The final evaluation is 20 deterministic",
         f"episodes in eval mode; the target is a mean >= {TARGET:.0f} (rl-baselines3-zoo's",
         "published single SAC run reaches -157 at 20k steps).",
         "",
@@ -95,8 +98,8 @@ def report(rows: list[dict[str, object]]) -> str:
         "SAC and CrossQ make one per env step after 100 warm-up steps. CrossQ's Batch Renorm",
         "is plain BatchNorm (momentum 0.01) for its first 100k train-mode passes (sbx's",
         "warm-up), so throughout these runs; the last row relaxes it after 1k passes instead",
-        "(the layer's default; that run predates the `renorm_warmup_steps` option, whose",
-        "value 1000 reproduces it).",
+        "(the layer's default). The `actor_norm_update=frozen` row runs TD3's actor loss on",
+        "the actor's running statistics (the policy that acts), PPO's fix.",
         "",
         "| agent | `--norm` | final 20-episode mean ± std | target | best periodic eval "
         "| wall time (training) |",
@@ -127,12 +130,16 @@ def main() -> None:
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/rlnorm-offpolicy-pendulum"))
     args = parser.parse_args()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = time.strftime("%Y-%m-%d")
     rows = []
     for pair in args.runs:
         agent, norm, *sets = pair.split(":")
         rows.append(run(agent, norm, sets, args.runs_dir))
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report(rows))
+        now = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        conditions = f"{started}; load average (1/5/15 min) {load} before, {now} after"
+        RESULTS.write_text(report(rows, conditions))
         print(
             f"{agent} {norm}: {rows[-1].get('mean', 'failed')} in {rows[-1]['wall']:.0f} s",
             flush=True,

@@ -9,6 +9,7 @@ Every run is a few hundred Pendulum-v1 steps with tiny networks: seconds, not le
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from pathlib import Path
@@ -280,6 +281,42 @@ def test_td3_critic_statistics_follow_the_configured_streams(streams: str) -> No
         # ... and the target critic reads (s', a') with exactly these statistics
         target_layer = first_norm(agent.critic_target.net, stream)
         assert torch.equal(target_layer.running_mean, layer.running_mean)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "batch"])
+def test_td3_actor_update_optimizes_the_acting_function_when_frozen(mode: str) -> None:
+    """``actor_norm_update=frozen``: the actor loss runs the actor's BatchNorm on its running
+    statistics (the policy that acts), then one train-mode pass without gradient moves them
+    by one momentum step towards the batch. ``batch``: the loss itself runs on batch
+    statistics, which that same pass moves."""
+    agent = make_agent("td3", "batch", policy_delay=1, actor_norm_update=mode)
+    fill(agent)
+    layers = [m for m in agent.actor.modules() if isinstance(m, nn.BatchNorm1d)]
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    first_linear = copy.deepcopy(agent.actor.body[0])  # as the actor loss's pass sees it
+    seen: list[tuple[bool, bool]] = []  # (layer in train mode, gradient recorded) per pass
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append((m.training, o.requires_grad)))
+        for m in layers[:1]
+    ]
+    torch.manual_seed(1)
+    batch = agent.replay.sample(agent.config.batch_size)
+    torch.manual_seed(1)  # the update draws the same minibatch
+    with training(*agent.modules().values()):
+        agent.update(agent.replay, 0.0)
+    for hook in hooks:
+        hook.remove()
+    frozen = mode == "frozen"
+    assert [training for training, grad in seen if grad] == [not frozen]  # the loss's pass
+    assert [training for training, grad in seen if not grad] == ([True] if frozen else [])
+    # The running statistics moved once, from their initial (0, 1) towards this batch: as
+    # the loss's pass saw it (batch), or through the updated weights (frozen's refresh).
+    assert torch.equal(before[0][0], torch.zeros_like(before[0][0]))
+    with torch.no_grad():
+        mean, var = merged_statistics((agent.actor.body[0] if frozen else first_linear)(batch.obs))
+    torch.testing.assert_close(layers[0].running_mean, mean)
+    torch.testing.assert_close(layers[0].running_var, var)
+    assert int(layers[0].num_batches_tracked) == 1
 
 
 def test_joint_is_separate_for_batch_independent_norms() -> None:
