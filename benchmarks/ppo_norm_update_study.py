@@ -45,7 +45,8 @@ def command(
     """The exact ``rlnorm train`` command of one run."""
     cmd = [RLNORM, "train", "--agent", "ppo", "--env", env, "--norm", norm, "--seed", str(seed)]
     cmd += ["--set", f"agent.norm_update={mode}", "--run-dir", str(run_dir)]
-    cmd += ["--quiet", "--threads", "1"]
+    # every update's diagnostics in TensorBoard, not means over train.log_every steps
+    cmd += ["--quiet", "--threads", "1", "--set", "train.log_every=0"]
     return cmd + (["--steps", str(steps)] if steps else [])
 
 

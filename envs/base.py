@@ -97,9 +97,9 @@ def parse_reset_bounds(
 
 
 # From this many sub-envs on CPU, ``fast=None`` picks sparse autoresets. Measured per
-# CartPole step with random actions, one thread (2026-12-01): 18% faster at 16384 sub-envs,
-# 42% at 65536 and 9% at 4096, but 8-20% slower at 64-1024, where ``nonzero``'s fixed cost
-# outweighs the draws it saves.
+# CartPole step with random actions, one thread (2026-12-01): 18% faster at 16384 sub-envs
+# and 42% at 65536, 9% at 4096 (close to even there, so the threshold sits above it), and
+# 8-20% slower at 64-1024, where finding the ended sub-envs costs more than it saves.
 FAST_MIN_ENVS = 8192
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -161,14 +161,15 @@ class ClassicControlEnv(TorchVecEnv):
     ``fast`` picks how ended sub-envs take their fresh states. ``False``: the pool and a
     ``torch.where`` over every sub-env, a fixed sequence of ops that never reads a value
     back to the host (graph-capturable on CUDA). ``True`` (CPU only): sparse autoresets,
-    which find the ended sub-envs with ``nonzero`` and draw fresh states for those alone.
+    which find the ended sub-envs (``masked_select`` of an index range) and draw fresh
+    states for those alone.
     On CPU the host reads the mask without waiting for any device, and since only a few
     percent of sub-envs end on a step, this skips nearly all of the pool's random draws and
     the masked pass over the state. The dynamics are the same, the random stream differs:
     a seeded sparse env is reproducible, but its resets draw other values than the dense
-    env's. The default (None) is sparse on CPU from ``FAST_MIN_ENVS`` sub-envs, below which
-    ``nonzero``'s fixed cost makes it slower (so small-batch training runs keep the dense
-    stream); ``fast=True`` on another device is an ``EnvError``.
+    env's. The default (None) is sparse on CPU from ``FAST_MIN_ENVS`` sub-envs; up to about
+    1024, finding the ended sub-envs costs more than it saves (and small-batch training runs
+    keep the dense stream). ``fast=True`` on another device is an ``EnvError``.
 
     A subclass calls ``__init__`` with its spaces, implements ``step``
     (validate the actions; integrate every row; ``_autoreset``; flags; ``_end_step``), and
@@ -372,10 +373,17 @@ class ClassicControlEnv(TorchVecEnv):
             "pool": self._pending.clone(),
             "next_half": torch.tensor(self._next_half),
             "generator": self._generator.get_state(),
+            "fast": torch.tensor(self.fast),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned, into an env with the same autoreset
+        path (a sparse env never refills its pool, so a dense env would reuse its draws)."""
+        if "fast" in state and bool(state["fast"]) != self.fast:
+            raise EnvError(
+                f"the saved env state comes from an env with fast={bool(state['fast'])}, this "
+                f"env has fast={self.fast}: build it with fast={bool(state['fast'])} to continue"
+            )
         for name, buffer in (
             ("state", self._state),
             ("steps", self._steps),

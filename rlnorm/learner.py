@@ -235,36 +235,42 @@ class Learner:
 
     # -- the loop --------------------------------------------------------------------------
     def _check_update(self, metrics: dict[str, float]) -> None:
-        """Stop on a non-finite loss of the update just made, naming it."""
+        """Stop on a non-finite loss or weight after an update, naming it, before the
+        policy acts again and before any checkpoint.
+
+        The weights are checked in one pass per device (the largest ``|value|`` of every
+        tensor, finite exactly when all its values are) and named only when that fails:
+        a check of each tensor with its own host read cost about 10% of a one-env SAC step.
+        """
         problems = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
-        if problems:
-            self._non_finite(problems, f"after update {self.updates + 1}")
-
-    def _check_weights(self) -> None:
-        """Stop on a non-finite weight, naming it. Run before every evaluation and
-        checkpoint, so that ``last`` and ``best`` only ever hold finite weights; between
-        them a non-finite weight shows in the next update's losses (every trained weight
-        feeds one), which :meth:`_check_update` checks after every update. Checking every
-        weight after every update instead cost about 10% of a one-env SAC step."""
-        params = [p for m in self.agent.modules().values() for p in m.parameters()]
-        # The largest |value| of each tensor: finite exactly when all its values are.
-        if not params or bool(torch.stack(torch._foreach_norm(params, math.inf)).isfinite().all()):
+        if problems or not self._weights_finite():
+            problems += [
+                f"weight {name}.{param_name}"
+                for name, module in self.agent.modules().items()
+                for param_name, param in module.named_parameters()
+                if not bool(torch.isfinite(param).all())
+            ]
+        if not problems:
             return
-        problems = [
-            f"weight {name}.{param_name}"
-            for name, module in self.agent.modules().items()
-            for param_name, param in module.named_parameters()
-            if not bool(torch.isfinite(param).all())
-        ]
-        self._non_finite(problems, f"after {self.updates} updates")
-
-    def _non_finite(self, problems: list[str], when: str) -> None:
         message = (
-            f"non-finite {', '.join(problems)} {when} (env step {self.env_steps}); the last "
-            f"good checkpoint is {self.run_dir / 'checkpoints' / 'last'}"
+            f"non-finite {', '.join(problems)} after update {self.updates + 1} "
+            f"(env step {self.env_steps}); the last good checkpoint is "
+            f"{self.run_dir / 'checkpoints' / 'last'}"
         )
         # Even with nan_policy=warn: there is nothing to go on training from.
         raise NonFiniteError(message)
+
+    @torch.no_grad()
+    def _weights_finite(self) -> bool:
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for module in self.agent.modules().values():
+            for param in module.parameters():
+                if param.numel():
+                    by_device.setdefault(param.device, []).append(param)
+        return all(
+            bool(torch.stack(torch._foreach_norm(params, math.inf)).isfinite().all())
+            for params in by_device.values()
+        )
 
     def _step(self) -> dict[str, float]:
         """One collection and (unless still warming up) one update; returns the metrics."""
@@ -374,8 +380,6 @@ class Learner:
                     break
                 evaluate = self.next_eval is not None and self.env_steps >= self.next_eval
                 save = self.next_checkpoint is not None and self.env_steps >= self.next_checkpoint
-                if evaluate or save:
-                    self._check_weights()
                 if evaluate:
                     self._evaluate(cfg.eval_episodes)
                     while self.next_eval <= self.env_steps:
@@ -384,8 +388,8 @@ class Learner:
                     while self.next_checkpoint <= self.env_steps:
                         self.next_checkpoint += cfg.checkpoint_every
                 if evaluate or save:
+                    self.monitor.flush(self.env_steps)  # a resumed run continues after them
                     self._checkpoint()
-            self._check_weights()
             final = self._evaluate(cfg.final_eval_episodes)
             self._checkpoint()
         finally:

@@ -18,8 +18,9 @@ class Monitor:
         run_dir: the run directory.
         total_steps: the training budget, for the progress bar and its ETA.
         quiet: no progress bar (scripts, CI); ``train.log`` is written either way.
-        start_step: where a resumed run starts; TensorBoard drops what an earlier
-            attempt logged from this step on, so curves do not double back.
+        start_step: where a resumed run starts (its checkpoint's step); TensorBoard drops
+            what an earlier attempt logged after this step, so curves do not double back,
+            and keeps what it logged at the step (written before that checkpoint).
         log_every: env steps between writes of the training scalars (:meth:`record`),
             each the mean over the updates since the last write; 0 writes every update.
 
@@ -38,7 +39,9 @@ class Monitor:
         log_every: int = 0,
     ) -> None:
         self.tb_dir = Path(run_dir) / "tb"
-        self.writer = SummaryWriter(str(self.tb_dir), purge_step=start_step or None)
+        self.writer = SummaryWriter(
+            str(self.tb_dir), purge_step=start_step + 1 if start_step else None
+        )
         self.log_file = open(Path(run_dir) / "train.log", "a")  # noqa: SIM115 (closed in close)
         self.bar = tqdm(
             total=total_steps, initial=start_step, unit="step", disable=quiet, dynamic_ncols=True
@@ -65,7 +68,8 @@ class Monitor:
         return step >= self._next_write
 
     def flush(self, step: int) -> None:
-        """Write the mean of each recorded scalar since the last write, at ``step``."""
+        """Write the mean of each recorded scalar since the last write, at ``step`` (the
+        learner also flushes before every checkpoint, so a resumed run loses none)."""
         self.scalars({tag: total / count for tag, (total, count) in self._pending.items()}, step)
         self._pending.clear()
         self._next_write = step + self.log_every

@@ -30,10 +30,13 @@ def _submodules(modules: Iterable[nn.Module]) -> list[nn.Module]:
 
 
 def _set_training(module: nn.Module, train: bool) -> None:
-    # What ``module.training = train`` does, without nn.Module.__setattr__'s checks for
-    # parameters, buffers and submodules: 13x faster, and these contexts run several
-    # times per gradient step.
-    object.__setattr__(module, "training", train)
+    if type(module).__setattr__ is nn.Module.__setattr__:
+        # What ``module.training = train`` does there, without the checks for parameters,
+        # buffers and submodules: 13x faster, and these contexts run several times per
+        # gradient step.
+        object.__setattr__(module, "training", train)
+    else:  # e.g. TorchScript modules, which keep the flag on the C++ side
+        module.training = train
 
 
 @contextmanager

@@ -34,16 +34,28 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
 
 
-def reset_bounds(env: CartPole) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The env's per-row reset bounds ``(low, high)`` as ``(rows,)`` tensors, rounded to its
-    dtype as fresh values are, and how many leading rows a fresh state draws (the others
-    are 0)."""
-    low = env._draw_low.flatten().to(torch.float64)
-    high = low + env._draw_span.flatten().to(torch.float64)
-    return (*(b.to(env.dtype).to(torch.float64) for b in (low, high)), low.numel())
+#: gymnasium's reset distributions: per state row, uniform in (low, high); None: always 0.
+RESETS: dict[str, list[tuple[float, float] | None]] = {
+    "CartPole-v1": [(-0.05, 0.05)] * 4,
+    "Acrobot-v1": [(-0.1, 0.1)] * 4,
+    "MountainCar-v0": [(-0.6, -0.4), None],
+    "MountainCarContinuous-v0": [(-0.6, -0.4), None],
+    "Pendulum-v1": [(-np.pi, np.pi), (-1.0, 1.0)],
+}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def assert_fresh(env_id: str, states: torch.Tensor, dtype: torch.dtype) -> None:
+    """``states`` (one row per sub-env) lie in gymnasium's reset bounds, rounded to
+    ``dtype`` as fresh values are."""
+    for column, bounds in zip(states.to(torch.float64).T, RESETS[env_id], strict=True):
+        if bounds is None:
+            assert (column == 0).all()
+        else:
+            low, high = (torch.tensor(b, dtype=dtype).double() for b in bounds)
+            assert ((column >= low) & (column <= high)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("env_id", env_ids())
 def test_sparse_autoresets_follow_the_dense_dynamics(env_id: str, dtype: torch.dtype) -> None:
     """The same states and actions give bit-identical rewards, flags, observations and
@@ -59,7 +71,6 @@ def test_sparse_autoresets_follow_the_dense_dynamics(env_id: str, dtype: torch.d
     ref.state = odd
     fast.reset(seed=2)
     fast.state = odd
-    low, high, rows = reset_bounds(fast)
     gen = torch.Generator().manual_seed(2)
     resets = 0
     for _ in range(40):
@@ -71,9 +82,7 @@ def test_sparse_autoresets_follow_the_dense_dynamics(env_id: str, dtype: torch.d
         kept = ~resetting
         assert torch.equal(bits(out_fast[0][kept]), bits(out_ref[0][kept]))
         assert torch.equal(bits(fast.state[kept]), bits(ref.state[kept]))
-        fresh = fast.state[resetting].to(torch.float64)
-        assert ((fresh[:, :rows] >= low) & (fresh[:, :rows] <= high)).all()
-        assert (fresh[:, rows:] == 0).all()
+        assert_fresh(env_id, fast.state[resetting], dtype)
         resets += int(resetting.sum())
         fast.state = ref.state
     assert resets > 100
@@ -186,8 +195,21 @@ def test_a_dense_step_reads_nothing_back_from_the_tensors(
     assert reads == ([] if env_id in DISCRETE else ["__bool__"] * 4)
 
 
+def test_sparse_autoresets_are_refused_off_the_cpu() -> None:
+    # Checked before anything is allocated, so a meta device shows it without a GPU.
+    with pytest.raises(EnvError, match=r"fast=True .* wait for the device"):
+        CartPole(num_envs=FAST_MIN_ENVS, device="meta", fast=True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_sparse_autoresets_are_refused_on_cuda_and_the_default_stays_dense() -> None:
-    with pytest.raises(EnvError, match="fast=True"):
-        CartPole(num_envs=FAST_MIN_ENVS, device="cuda", fast=True)
+def test_the_default_stays_dense_on_cuda() -> None:
     assert not CartPole(num_envs=FAST_MIN_ENVS, device="cuda").fast
+
+
+def test_a_saved_state_loads_only_into_the_same_autoreset_path() -> None:
+    saved = CartPole(num_envs=16, fast=True)
+    saved.reset(seed=0)
+    dense = CartPole(num_envs=16, fast=False)
+    dense.reset(seed=0)
+    with pytest.raises(EnvError, match="fast=True"):
+        dense.load_state_dict(saved.state_dict())

@@ -280,8 +280,9 @@ def test_nan_loss_stops_the_run_naming_the_loss(
 def test_a_nan_weight_never_reaches_a_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A weight made NaN by an update whose losses were finite is caught before the next
-    checkpoint, named, and ``last`` keeps the previous good weights."""
+    """A weight made NaN by an update whose losses were finite is caught right after that
+    update (before the policy acts with it, though no checkpoint is due), named, and
+    ``last`` keeps the previous good weights."""
     from rlnorm.agents.ppo import PPO
 
     real_update = PPO.update
@@ -298,10 +299,10 @@ def test_a_nan_weight_never_reaches_a_checkpoint(
     monkeypatch.setattr(PPO, "update", update)
     run_dir = tmp_path / "nanweight"
     argv = ["train", "--run-dir", str(run_dir), "--steps", "2048", "--quiet",
-            "--set", "train.checkpoint_every=256", "--set", "train.eval_every=0"]  # fmt: skip
+            "--set", "train.checkpoint_every=512", "--set", "train.eval_every=0"]  # fmt: skip
     rc, _, err = run_main(argv)
     assert rc == 2
-    assert "non-finite weight actor." in err and "after 3 updates (env step 768)" in err
+    assert "non-finite weight actor." in err and "after update 3 (env step 768)" in err
     last = run_dir / "checkpoints" / "last"
     assert checkpoint.read_meta(last)["counters"]["env_steps"] == 512
     weights = safetensors.torch.load_file(last / "weights.safetensors")

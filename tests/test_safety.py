@@ -9,7 +9,7 @@ from torch import nn
 import rlnorm
 from rlnorm import norm as norms
 from rlnorm.nets import mlp
-from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs
+from rlnorm.safety import acting, frozen_statistics, label_layers, train_and_eval_outputs, training
 
 KINDS = norms.names()
 
@@ -187,3 +187,18 @@ def test_cumulative_statistics_average_all_batches() -> None:
         net(second)
     expected = (h1.mean(0) + h2.mean(0)) / 2
     torch.testing.assert_close(net[1].running_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_modes_reach_torchscript_modules() -> None:
+    """A scripted module keeps its mode on the C++ side: ``training`` must switch it there
+    (the forward then updates BatchNorm's statistics) and restore it afterwards."""
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+    scripted.eval()
+    norm = getattr(scripted, "1")
+    before = norm.running_mean.clone()
+    with training(scripted):
+        scripted(torch.randn(8, 3))
+    assert not torch.equal(norm.running_mean, before)
+    assert not scripted.training and not norm.training
+    with acting(scripted):
+        assert not norm.training
