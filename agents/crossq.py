@@ -17,12 +17,20 @@ Read top to bottom, ``_gradient_step`` is the algorithm, on a minibatch from the
 Defaults from the paper: Batch Renormalization in actor and critic (``norm: batch_renorm``
 in the shipped configs), Adam with ``beta1 = 0.5``, policy delay 3, learning rate 1e-3.
 Batch Renorm's warm-up, during which it is plain BatchNorm (momentum 0.01), is 100k
-train-mode passes as in sbx's CrossQ, not the layer's default 1k: measured on Pendulum-v1
-(``benchmarks/results/offpolicy_pendulum.md``), CrossQ whose Batch Renorm relaxed after 1k
-passes never learned (-1188 at 20k steps); with the 100k warm-up (BatchNorm, momentum
-0.01) it reached -203, with ``--norm batch`` (momentum 0.1) -145. So a run shorter than
-100k gradient steps trains with BatchNorm throughout. The
-paper's critic is 2048 units wide (``configs/crossq/paper.yaml``); the default is narrow
+train-mode passes as in sbx's CrossQ, not the layer's default 1k, so a run shorter than
+100k gradient steps trains with BatchNorm throughout.
+
+``bn_placement = "crossq"`` (default) places the norm layers as sbx's CrossQ does: on the
+raw ``(s, a)`` (the state, for the actor) before the first Linear, and after each hidden
+activation (``Linear -> ReLU -> norm``); the input layer is added only for batch-dependent
+kinds (``batch``, ``batch_renorm``), whose running statistics standardize each input
+feature, since a per-sample norm (``layer``, ``rms``) of a raw state would discard its
+magnitude. ``"hidden"`` is :func:`rlnorm.nets.mlp`'s default, ``Linear -> norm -> ReLU``
+with nothing on the input. Measured on Pendulum-v1 (20k steps, seed 0,
+``benchmarks/results/offpolicy_pendulum.md``): with ``batch_renorm``, ``"hidden"`` ended at
+-203.5 (the target is -200), ``"crossq"`` at -148.0, and was at -145 after 5k steps.
+
+The paper's critic is 2048 units wide (``configs/crossq/paper.yaml``); the default is narrow
 enough to train on a CPU. The squashed-Gaussian actor, the critic ensemble and the
 temperature are SAC's (:mod:`rlnorm.agents.sac`).
 """
@@ -77,12 +85,13 @@ class CrossQConfig:
     n_critics: int = 2
     policy_delay: int = 3  # critic steps per actor (and temperature) step
     renorm_warmup_steps: int = 100_000  # Batch Renorm: train passes as plain BatchNorm (sbx's)
+    bn_placement: str = "crossq"  # "crossq" (sbx's layout) or "hidden" (module docstring)
     diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
 
     def __post_init__(self) -> None:
         check_off_policy(
             self,
-            choices={},
+            choices={"bn_placement": ("crossq", "hidden")},
             positive=(
                 "alpha_lr",
                 "init_alpha",
@@ -118,11 +127,22 @@ class CrossQ(Agent):
         action_dim = int(action_space.shape[0])
         self.target_entropy = -float(action_dim)
 
+        crossq = cfg.bn_placement == "crossq"
+        layout = {
+            "normalize_input": crossq and norms.get(norm).batch_dependent,
+            "norm_after_activation": crossq,
+        }
         self.actor = SquashedGaussianActor(
-            obs_dim, action_dim, cfg.actor_hidden, norm, cfg.activation
+            obs_dim, action_dim, cfg.actor_hidden, norm, cfg.activation, **layout
         ).to(self.device)
         self.critic = mlp_critics(
-            cfg.n_critics, obs_dim + action_dim, cfg.critic_hidden, norm, cfg.activation, "joint"
+            cfg.n_critics,
+            obs_dim + action_dim,
+            cfg.critic_hidden,
+            norm,
+            cfg.activation,
+            "joint",
+            **layout,
         ).to(self.device)
         for layer in [*self.actor.modules(), *self.critic.modules()]:
             if (kind := norms.kind_of(layer)) is not None and kind.name == "batch_renorm":

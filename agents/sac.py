@@ -131,10 +131,16 @@ class SquashedGaussianActor(nn.Module):
     """``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``: an MLP gives ``mu`` and ``log sigma``."""
 
     def __init__(
-        self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], norm: str, activation: str
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden: tuple[int, ...],
+        norm: str,
+        activation: str,
+        **layout: bool,
     ) -> None:
         super().__init__()
-        self.body = mlp(obs_dim, 2 * action_dim, hidden, norm, activation)
+        self.body = mlp(obs_dim, 2 * action_dim, hidden, norm, activation, **layout)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, log_std)`` of the pre-squash Gaussian."""
@@ -174,11 +180,20 @@ class Critics(nn.Module):
 
 
 def mlp_critics(
-    n: int, in_dim: int, hidden: tuple[int, ...], norm: str, activation: str, streams: str
+    n: int,
+    in_dim: int,
+    hidden: tuple[int, ...],
+    norm: str,
+    activation: str,
+    streams: str,
+    **layout: bool,
 ) -> Critics:
-    """``n`` MLP critics; two sets of norm statistics each for ``streams = "per_stream"``."""
+    """``n`` MLP critics; two sets of norm statistics each for ``streams = "per_stream"``;
+    ``layout``: :func:`rlnorm.nets.mlp`'s ``normalize_input`` and ``norm_after_activation``."""
     k = 2 if streams == "per_stream" else 1
-    return Critics([mlp(in_dim, 1, hidden, norm, activation, streams=k) for _ in range(n)])
+    return Critics(
+        [mlp(in_dim, 1, hidden, norm, activation, streams=k, **layout) for _ in range(n)]
+    )
 
 
 class Temperature(nn.Module):

@@ -67,28 +67,41 @@ def mlp(
     norm: str = "batch",
     activation: str | type[nn.Module] = "tanh",
     streams: int = 1,
+    normalize_input: bool = False,
+    norm_after_activation: bool = False,
 ) -> MLP:
     """Build ``Linear -> norm -> activation`` for each hidden width, then a final ``Linear``.
 
-    The normalization layer sits between each hidden Linear and its activation, as in the
-    BatchNorm paper; the output layer is never normalized so the head can take any scale.
-    ``norm`` is a name from :mod:`rlnorm.norm` (``"none"``, ``"batch"``, ``"layer"``, ...).
-    ``streams > 1`` gives each norm layer one copy per stream (:class:`StreamNorm`); call
-    the net as ``net(x, stream=i)``.
+    By default the normalization layer sits between each hidden Linear and its activation,
+    as in the BatchNorm paper; the output layer is never normalized so the head can take
+    any scale. ``norm`` is a name from :mod:`rlnorm.norm` (``"none"``, ``"batch"``,
+    ``"layer"``, ...). ``streams > 1`` gives each norm layer one copy per stream
+    (:class:`StreamNorm`); call the net as ``net(x, stream=i)``.
+
+    CrossQ's layout (as sbx builds it) is ``normalize_input=True``, a norm layer on the raw
+    input before the first Linear, with ``norm_after_activation=True``, each hidden layer
+    as ``Linear -> activation -> norm``.
     """
     if streams < 1:
         raise ValueError(f"streams must be >= 1, got {streams}")
     kind = norms.get(norm)
     act = resolve_activation(activation)
-    layers: list[nn.Module] = []
+
+    def norm_layer(width: int) -> list[nn.Module]:
+        if kind.layer is None:
+            return []
+        if streams == 1:
+            return [kind.layer(width)]
+        return [StreamNorm(kind.layer(width) for _ in range(streams))]
+
+    layers: list[nn.Module] = norm_layer(in_dim) if normalize_input else []
     width = in_dim
     for h in hidden:
         layers.append(kind.linear(width, h))
-        if kind.layer is not None:
-            layers.append(
-                kind.layer(h) if streams == 1 else StreamNorm(kind.layer(h) for _ in range(streams))
-            )
-        layers.append(act())
+        if norm_after_activation:
+            layers += [act(), *norm_layer(h)]
+        else:
+            layers += [*norm_layer(h), act()]
         width = h
     layers.append(nn.Linear(width, out_dim))
     return MLP(*layers)

@@ -22,6 +22,7 @@ from torch import nn
 
 import rlnorm
 from rlnorm import checkpoint, cli, envs
+from rlnorm import norm as norms
 from rlnorm.agents import base
 from rlnorm.learner import Learner
 from rlnorm.nets import StreamNorm
@@ -341,9 +342,9 @@ def test_crossq_has_no_target_and_only_its_joint_pass_moves_critic_statistics() 
     batch = agent.replay.sample(agent.config.batch_size)
     with torch.no_grad(), frozen_statistics(agent.actor):
         next_actions, _ = agent.actor.sample(batch.next_obs)
-        first_linear = agent.critic.nets[0][0]
-        h = first_linear(torch.cat([batch.obs, agent.scale.from_env(batch.actions)], -1))
-        h_next = first_linear(torch.cat([batch.next_obs, next_actions], -1))
+    # sbx's layout: the first norm layer standardizes the raw (s, a) of both streams
+    h = torch.cat([batch.obs, agent.scale.from_env(batch.actions)], -1)
+    h_next = torch.cat([batch.next_obs, next_actions], -1)
     actor_before = [p.clone() for p in agent.actor.parameters()]
 
     torch.manual_seed(2)
@@ -355,11 +356,35 @@ def test_crossq_has_no_target_and_only_its_joint_pass_moves_critic_statistics() 
     assert any(
         not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters(), strict=True)
     )
-    layer = first_norm(agent.critic)
+    layer = agent.critic.nets[0][0]
     var, mean = torch.var_mean(torch.cat([h, h_next]), 0)
     torch.testing.assert_close(layer.running_mean, 0.01 * mean)
     torch.testing.assert_close(layer.running_var, 0.99 + 0.01 * var)
     assert int(layer.num_batches_tracked) == 1
+
+
+POST = ["Linear", "ReLU", "norm"]  # sbx: a norm after each hidden layer's activation
+
+
+@pytest.mark.parametrize(
+    ("placement", "norm", "expected"),
+    [
+        ("crossq", "batch_renorm", ["norm", *POST, *POST, "Linear"]),
+        ("crossq", "layer", [*POST, *POST, "Linear"]),
+        ("hidden", "batch_renorm", ["Linear", "norm", "ReLU", "Linear", "norm", "ReLU", "Linear"]),
+    ],
+)
+def test_crossq_places_its_norms_as_sbx_does_by_default(
+    placement: str, norm: str, expected: list[str]
+) -> None:
+    """sbx's layout: a batch-dependent norm on the raw input, then Linear -> ReLU -> norm;
+    a per-sample norm is not put on the raw input; ``hidden`` is rlnorm's mlp default."""
+    agent = make_agent(
+        "crossq", norm, actor_hidden=(8, 8), critic_hidden=(8, 8), bn_placement=placement
+    )
+    for net in (agent.actor.body, agent.critic.nets[0], agent.critic.nets[1]):
+        names = ["norm" if norms.kind_of(m) else type(m).__name__ for m in net]
+        assert names == expected
 
 
 def test_crossq_actor_loss_leaves_critic_buffers_unchanged() -> None:
