@@ -105,6 +105,7 @@ class Learner:
         self.next_eval = cfg.eval_every or None
         self.next_checkpoint = cfg.checkpoint_every or None
         self._restored: dict[str, torch.Tensor] | None = None
+        self._params_by_device: dict[torch.device, list[torch.Tensor]] | None = None
 
     # -- checkpoints -----------------------------------------------------------------------
     def _training_state(self) -> dict[str, torch.Tensor]:
@@ -262,14 +263,16 @@ class Learner:
 
     @torch.no_grad()
     def _weights_finite(self) -> bool:
-        by_device: dict[torch.device, list[torch.Tensor]] = {}
-        for module in self.agent.modules().values():
-            for param in module.parameters():
-                if param.numel():
-                    by_device.setdefault(param.device, []).append(param)
+        if self._params_by_device is None:
+            # Gathered once: loading weights and optimizer steps update parameters in place.
+            self._params_by_device = {}
+            for module in self.agent.modules().values():
+                for param in module.parameters():
+                    if param.numel():
+                        self._params_by_device.setdefault(param.device, []).append(param)
         return all(
             bool(torch.stack(torch._foreach_norm(params, math.inf)).isfinite().all())
-            for params in by_device.values()
+            for params in self._params_by_device.values()
         )
 
     def _step(self) -> dict[str, float]:
