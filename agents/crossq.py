@@ -57,7 +57,7 @@ from rlnorm.agents.sac import (
     num_gradient_steps,
     optimize,
 )
-from rlnorm.nets import joint_forward
+from rlnorm.nets import crossq_layout, joint_forward
 from rlnorm.replay import ReplayBuffer, Transitions
 from rlnorm.safety import frozen_statistics, label_layers
 from rlnorm.targets import StepCounter
@@ -127,11 +127,7 @@ class CrossQ(Agent):
         action_dim = int(action_space.shape[0])
         self.target_entropy = -float(action_dim)
 
-        crossq = cfg.bn_placement == "crossq"
-        layout = {
-            "normalize_input": crossq and norms.get(norm).batch_dependent,
-            "norm_after_activation": crossq,
-        }
+        layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
         self.actor = SquashedGaussianActor(
             obs_dim, action_dim, cfg.actor_hidden, norm, cfg.activation, **layout
         ).to(self.device)

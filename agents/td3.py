@@ -17,8 +17,13 @@ three ``--set agent....`` overrides). ``bn_placement = "ddpg"`` puts the normali
 where the DDPG paper put BatchNorm: on the state input and every hidden layer of the actor,
 and in the critic on the state input and the layer before the action enters (the action
 joins at the second hidden layer; the layers after it are not normalized).
-``bn_placement = "hidden"`` (default) normalizes every hidden layer of both, as
-:func:`rlnorm.nets.mlp` does, and feeds the critic ``(s, a)`` at its input.
+``bn_placement = "crossq"`` (default) is CrossQ's placement as sbx builds it
+(:func:`rlnorm.nets.crossq_layout`): a batch-dependent norm on the raw input (the state, or
+the critic's ``(s, a)``), then ``Linear -> ReLU -> norm`` for every hidden layer of both.
+``"hidden"`` is :func:`rlnorm.nets.mlp`'s default, ``Linear -> norm -> ReLU`` with nothing on
+the input. With ``--norm batch`` on Pendulum-v1 (shipped config, seeds 0, 1, 2, 2026-12-01),
+``"crossq"`` ended at -199.6, -176.1, -137.0 (mean -170.9), ``"hidden"`` at -215.5, -205.6,
+-141.2 (mean -187.4): better on every seed, as it is for CrossQ.
 
 Normalization is handled as in :mod:`rlnorm.agents.sac`: the critic's ``(s, a)`` and
 ``(s', a')`` streams (``critic_streams``), frozen critic statistics in the actor loss,
@@ -28,9 +33,10 @@ targets that run in eval mode and receive every buffer (:mod:`rlnorm.targets`).
 (default): the actor in train mode, its BatchNorm on the minibatch's statistics, while it
 acts on its running statistics. ``"frozen"``: PPO's fix, the actor's norm layers on their
 running statistics during the loss (the very policy that acts), then one train-mode pass
-without gradient to move them. It does not pay here: ``--norm batch`` on Pendulum-v1 with
-the shipped config, final 20-episode means for seeds 0, 1, 2 (2026-12-01): ``batch`` -215.5,
--205.6, -141.2 (mean -187.4); ``frozen`` -146.8, -238.0, -517.1 (mean -300.6).
+without gradient to move them. It did not pay: ``--norm batch`` on Pendulum-v1 with the
+shipped config and ``bn_placement = "hidden"``, final 20-episode means for seeds 0, 1, 2
+(2026-12-01): ``batch`` -215.5, -205.6, -141.2 (mean -187.4); ``frozen`` -146.8, -238.0,
+-517.1 (mean -300.6).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from rlnorm.agents.sac import (
     resolve_streams,
 )
 from rlnorm.errors import ConfigError
-from rlnorm.nets import MLP, mlp, resolve_activation
+from rlnorm.nets import MLP, crossq_layout, mlp, resolve_activation
 from rlnorm.replay import ReplayBuffer, Transitions
 from rlnorm.safety import frozen_statistics, label_layers
 from rlnorm.targets import CRITIC_STREAMS, StepCounter, TargetNetwork, critic_pass
@@ -82,7 +88,7 @@ class TD3Config:
     target_noise: float = 0.2  # target policy smoothing std; DDPG: 0
     target_noise_clip: float = 0.5
     exploration_noise: float = 0.1  # Gaussian std when acting (half action range = 1)
-    bn_placement: str = "hidden"  # "hidden" or "ddpg" (module docstring)
+    bn_placement: str = "crossq"  # "crossq", "hidden" or "ddpg" (module docstring)
     actor_norm_update: str = "batch"  # "batch" or "frozen" (module docstring)
     critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (rlnorm.targets)
     diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
@@ -92,7 +98,7 @@ class TD3Config:
             self,
             choices={
                 "critic_streams": CRITIC_STREAMS,
-                "bn_placement": ("hidden", "ddpg"),
+                "bn_placement": ("crossq", "hidden", "ddpg"),
                 "actor_norm_update": ("frozen", "batch"),
             },
             positive=("n_critics", "policy_delay", "hidden"),
@@ -116,15 +122,22 @@ def input_norm(norm: str, features: int) -> nn.Module:
 
 
 class DeterministicActor(nn.Module):
-    """``mu(s) = tanh(body(s))`` in ``[-1, 1]``; with ``input_norm`` the state is
-    normalized before the first layer (DDPG's placement)."""
+    """``mu(s) = tanh(body(s))`` in ``[-1, 1]``; with ``ddpg_input`` the state is
+    normalized before the first layer (DDPG's placement); ``layout`` goes to the body's
+    :func:`rlnorm.nets.mlp`."""
 
     def __init__(
-        self, obs_dim: int, action_dim: int, cfg: TD3Config, norm: str, normalize_input: bool
+        self,
+        obs_dim: int,
+        action_dim: int,
+        cfg: TD3Config,
+        norm: str,
+        ddpg_input: bool,
+        **layout: bool,
     ) -> None:
         super().__init__()
-        self.input = input_norm(norm, obs_dim) if normalize_input else nn.Identity()
-        self.body = mlp(obs_dim, action_dim, cfg.hidden, norm, cfg.activation)
+        self.input = input_norm(norm, obs_dim) if ddpg_input else nn.Identity()
+        self.body = mlp(obs_dim, action_dim, cfg.hidden, norm, cfg.activation, **layout)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.body(self.input(obs)))
@@ -175,7 +188,8 @@ class TD3(Agent):
         self.critic_streams = resolve_streams(cfg.critic_streams, norm)
 
         ddpg = cfg.bn_placement == "ddpg"
-        self.actor = DeterministicActor(obs_dim, action_dim, cfg, norm, normalize_input=ddpg)
+        layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
+        self.actor = DeterministicActor(obs_dim, action_dim, cfg, norm, ddpg_input=ddpg, **layout)
         self.critic = (
             Critics([DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)])
             if ddpg
@@ -186,6 +200,7 @@ class TD3(Agent):
                 norm,
                 cfg.activation,
                 cfg.critic_streams,
+                **layout,
             )
         )
         self.actor.to(self.device)

@@ -31,6 +31,8 @@ RUNS = [
     "td3:none", "td3:layer", "td3:batch",
     # PPO's fix for the actor: its loss on running statistics (agents/td3.py)
     "td3:batch:agent.actor_norm_update=frozen",
+    # rlnorm's mlp layout (Linear -> norm -> ReLU, nothing on the input) instead of sbx's
+    "td3:batch:agent.bn_placement=hidden",
     "crossq:batch_renorm", "crossq:batch", "crossq:layer", "crossq:none",
     # rlnorm's mlp layout (Linear -> norm -> ReLU, nothing on the input) instead of sbx's
     "crossq:batch_renorm:agent.bn_placement=hidden",
@@ -97,9 +99,10 @@ def report(rows: list[dict[str, object]], conditions: str) -> str:
         "narrowed so that one run takes minutes on one CPU core: SAC and TD3 64x64 (zoo:",
         "256x256 and 400x300), CrossQ actor 64x64 and critic 128x128 (paper: 256 and 2048).",
         "TD3 follows the zoo's 10k random warm-up steps, so it makes 10k gradient steps;",
-        "SAC and CrossQ make one per env step after 100 warm-up steps. CrossQ places its",
-        "norms as sbx does (on the input and after each activation; `bn_placement=hidden` is",
-        "rlnorm's usual Linear -> norm -> ReLU). CrossQ's Batch Renorm",
+        "SAC and CrossQ make one per env step after 100 warm-up steps. CrossQ and TD3 place",
+        "their norms as sbx's CrossQ does (on the input and after each activation;",
+        "`bn_placement=hidden` is rlnorm's usual Linear -> norm -> ReLU, SAC's layout).",
+        "CrossQ's Batch Renorm",
         "is plain BatchNorm (momentum 0.01) for its first 100k train-mode passes (sbx's",
         "warm-up), so throughout these runs; the last row relaxes it after 1k passes instead",
         "(the layer's default). The `actor_norm_update=frozen` row runs TD3's actor loss on",

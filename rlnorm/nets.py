@@ -107,6 +107,14 @@ def mlp(
     return MLP(*layers)
 
 
+def crossq_layout(norm: str) -> dict[str, bool]:
+    """:func:`mlp`'s layout arguments for sbx's CrossQ placement of ``norm``: after each
+    hidden activation, and on the raw input only for batch-dependent kinds (``batch``,
+    ``batch_renorm``), whose running statistics standardize each input feature; a
+    per-sample norm (``layer``, ``rms``) of a raw state would discard its magnitude."""
+    return {"normalize_input": norms.get(norm).batch_dependent, "norm_after_activation": True}
+
+
 #: The batch sizes of the inputs of the joint_forward in progress (see joint_sizes).
 _JOINT_SIZES: ContextVar[tuple[int, ...] | None] = ContextVar("rlnorm_joint_sizes", default=None)
 

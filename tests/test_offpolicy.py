@@ -253,7 +253,9 @@ def merged_statistics(layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def test_td3_critic_statistics_follow_the_configured_streams(streams: str) -> None:
     # No target smoothing: the next action is the target actor's, so the test can
     # recompute both streams exactly.
-    agent = make_agent("td3", "batch", target_noise=0.0, critic_streams=streams)
+    agent = make_agent(
+        "td3", "batch", target_noise=0.0, critic_streams=streams, bn_placement="hidden"
+    )
     fill(agent)
     torch.manual_seed(1)
     batch = agent.replay.sample(agent.config.batch_size)
@@ -290,7 +292,9 @@ def test_td3_actor_update_optimizes_the_acting_function_when_frozen(mode: str) -
     statistics (the policy that acts), then one train-mode pass without gradient moves them
     by one momentum step towards the batch. ``batch``: the loss itself runs on batch
     statistics, which that same pass moves."""
-    agent = make_agent("td3", "batch", policy_delay=1, actor_norm_update=mode)
+    agent = make_agent(
+        "td3", "batch", policy_delay=1, actor_norm_update=mode, bn_placement="hidden"
+    )
     fill(agent)
     layers = [m for m in agent.actor.modules() if isinstance(m, nn.BatchNorm1d)]
     before = [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
@@ -364,24 +368,28 @@ def test_crossq_has_no_target_and_only_its_joint_pass_moves_critic_statistics() 
 
 
 POST = ["Linear", "ReLU", "norm"]  # sbx: a norm after each hidden layer's activation
+PRE = ["Linear", "norm", "ReLU"]  # rlnorm's mlp default
 
 
 @pytest.mark.parametrize(
     ("placement", "norm", "expected"),
     [
-        ("crossq", "batch_renorm", ["norm", *POST, *POST, "Linear"]),
+        (None, "batch_renorm", ["norm", *POST, *POST, "Linear"]),  # the default
         ("crossq", "layer", [*POST, *POST, "Linear"]),
-        ("hidden", "batch_renorm", ["Linear", "norm", "ReLU", "Linear", "norm", "ReLU", "Linear"]),
+        ("hidden", "batch_renorm", [*PRE, *PRE, "Linear"]),
     ],
 )
-def test_crossq_places_its_norms_as_sbx_does_by_default(
-    placement: str, norm: str, expected: list[str]
+@pytest.mark.parametrize("name", ["crossq", "td3"])
+def test_crossq_and_td3_place_their_norms_as_sbx_does_by_default(
+    name: str, placement: str | None, norm: str, expected: list[str]
 ) -> None:
     """sbx's layout: a batch-dependent norm on the raw input, then Linear -> ReLU -> norm;
     a per-sample norm is not put on the raw input; ``hidden`` is rlnorm's mlp default."""
-    agent = make_agent(
-        "crossq", norm, actor_hidden=(8, 8), critic_hidden=(8, 8), bn_placement=placement
+    sizes = (
+        {"hidden": (8, 8)} if name == "td3" else {"actor_hidden": (8, 8), "critic_hidden": (8, 8)}
     )
+    chosen = {} if placement is None else {"bn_placement": placement}
+    agent = make_agent(name, norm, **sizes, **chosen)
     for net in (agent.actor.body, agent.critic.nets[0], agent.critic.nets[1]):
         names = ["norm" if norms.kind_of(m) else type(m).__name__ for m in net]
         assert names == expected
