@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -241,9 +242,10 @@ def test_nan_reward_stops_the_run_naming_env_and_step_and_keeps_the_last_checkpo
     assert rc == 0
 
 
-def test_nan_loss_stops_the_run_naming_the_loss(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def spoil_third_update(
+    monkeypatch: pytest.MonkeyPatch, spoil: Callable[[Any, dict[str, float]], None]
 ) -> None:
+    """Make PPO's third update call ``spoil(agent, metrics)`` after it ran."""
     from rlnorm.agents.ppo import PPO
 
     real_update = PPO.update
@@ -253,10 +255,16 @@ def test_nan_loss_stops_the_run_naming_the_loss(
         metrics = real_update(self, batch, progress)
         calls["n"] += 1
         if calls["n"] == 3:
-            metrics["loss/value_loss"] = float("nan")
+            spoil(self, metrics)
         return metrics
 
     monkeypatch.setattr(PPO, "update", update)
+
+
+def test_nan_loss_stops_the_run_naming_the_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spoil_third_update(monkeypatch, lambda agent, m: m.update({"loss/value_loss": float("nan")}))
     run_dir = tmp_path / "nanloss"
     rc, _, err = run_main(
         [
@@ -283,20 +291,12 @@ def test_a_nan_weight_never_reaches_a_checkpoint(
     """A weight made NaN by an update whose losses were finite is caught right after that
     update (before the policy acts with it, though no checkpoint is due), named, and
     ``last`` keeps the previous good weights."""
-    from rlnorm.agents.ppo import PPO
 
-    real_update = PPO.update
-    calls = {"n": 0}
+    def poison_a_weight(agent: Any, metrics: dict[str, float]) -> None:
+        with torch.no_grad():
+            next(agent.actor.parameters()).view(-1)[0] = float("nan")
 
-    def update(self: PPO, batch: Any, progress: float) -> dict[str, float]:
-        metrics = real_update(self, batch, progress)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            with torch.no_grad():
-                next(self.actor.parameters()).view(-1)[0] = float("nan")
-        return metrics
-
-    monkeypatch.setattr(PPO, "update", update)
+    spoil_third_update(monkeypatch, poison_a_weight)
     run_dir = tmp_path / "nanweight"
     argv = ["train", "--run-dir", str(run_dir), "--steps", "2048", "--quiet",
             "--set", "train.checkpoint_every=512", "--set", "train.eval_every=0"]  # fmt: skip
