@@ -73,7 +73,9 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
 from rlnorm import norm as norms
-from rlnorm.agents.base import ActOutput, Agent, OnPolicy, check_ranges, register
+from rlnorm.agent import ActOutput, Agent, OnPolicy
+from rlnorm.agents import register
+from rlnorm.config import check_ranges
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout

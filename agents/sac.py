@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlnorm import norm as norms
-from rlnorm.agents.base import ActOutput, Agent, OffPolicy, check_ranges, register
+from rlnorm.agent import ActOutput, Agent, OffPolicy
+from rlnorm.agents import register
+from rlnorm.config import check_ranges
 from rlnorm.diagnostics import stat_drift, train_eval_gap
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp

@@ -66,7 +66,8 @@ import torch
 from torch import nn
 
 from rlnorm import norm as norms
-from rlnorm.agents.base import ActOutput, Agent, OffPolicy, OnPolicy, check_ranges
+from rlnorm.agent import ActOutput, Agent, OffPolicy, OnPolicy
+from rlnorm.config import check_ranges
 from rlnorm.errors import ConfigError, RlnormError, UnknownNameError
 from rlnorm.nets import resolve_activation
 from rlnorm.replay import ReplayBuffer

@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from rlnorm import norm as norms
-from rlnorm.agents.base import ActOutput, Agent, OffPolicy, register
+from rlnorm.agent import ActOutput, Agent, OffPolicy
+from rlnorm.agents import register
 from rlnorm.agents.sac import (
     ActionScale,
     Critics,

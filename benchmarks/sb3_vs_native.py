@@ -39,10 +39,10 @@ import yaml
 from stable_baselines3.common.env_util import make_vec_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlnorm import envs
-from rlnorm.agents import base as agents
+from rlnorm import agents, envs
 from rlnorm.agents import sb3
 from rlnorm.cli import main as rlnorm_main
+from rlnorm.config import build_config
 from rlnorm.learner import EVAL_SEED_OFFSET
 from rlnorm.rollout import evaluate
 
@@ -107,7 +107,7 @@ def run_plain_sb3(case: Case, seed: int) -> Result:
     data = yaml.safe_load(case.sb3_config.read_text())
     train = data["train"]
     cls = agents.get(f"sb3:{case.algorithm}")
-    kwargs, policy_kwargs = sb3.sb3_kwargs(agents.build_config(cls, data["agent"]), cls.critic_key)
+    kwargs, policy_kwargs = sb3.sb3_kwargs(build_config(cls, data["agent"]), cls.critic_key)
     torch.set_num_threads(1)
     vec_env = make_vec_env(case.env, n_envs=train["num_envs"], seed=seed)
     model = getattr(stable_baselines3, case.algorithm)(
@@ -121,7 +121,7 @@ def run_plain_sb3(case: Case, seed: int) -> Result:
     agent = cls(
         eval_env.single_observation_space,
         eval_env.single_action_space,
-        agents.build_config(cls, data["agent"]),
+        build_config(cls, data["agent"]),
         "none",
     )
     agent.model.policy.load_state_dict(model.policy.state_dict())

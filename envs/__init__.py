@@ -9,10 +9,11 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from rlnorm.env import TorchVecEnv
 from rlnorm.errors import UnknownNameError
 
 from .acrobot import Acrobot
-from .base import TorchVecEnv, positive_int
+from .base import positive_int
 from .cartpole import CartPole
 from .export import to_gymnasium
 from .gymnasium_adapter import GymnasiumVecEnv

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError
-
-from .base import TorchVecEnv
 
 
 class ExportedVectorEnv(VectorEnv):

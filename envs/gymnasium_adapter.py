@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError, UnknownNameError
 
-from .base import TorchVecEnv, positive_int
+from .base import positive_int
 
 VECTORIZATIONS = ("sync", "async")
 

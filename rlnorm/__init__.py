@@ -9,10 +9,15 @@ The public API in one place:
 - :func:`audit`: what is unsafe about a module's or agent's normalization, as findings.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
+import os
+
+import torch
+
+from rlnorm.agent import Agent
 from rlnorm.audit import Finding, audit
-from rlnorm.checkpoint import load, save
+from rlnorm.checkpoint import save
 from rlnorm.errors import (
     CheckpointError,
     ConfigError,
@@ -23,6 +28,27 @@ from rlnorm.errors import (
 )
 from rlnorm.rollout import predict
 from rlnorm.safety import acting, training
+from rlnorm.version import __version__
+
+
+def load(
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    agent: str | None = None,
+    norm: str | None = None,
+) -> Agent:
+    """Rebuild the agent saved at ``path`` (a checkpoint directory), every module in eval
+    mode, optimizers restored; loading never unpickles. ``agent`` and ``norm``, when given,
+    must match the checkpoint's, else :class:`CheckpointError`.
+
+    The package facade is the top floor with the CLI: it finds the agent class through the
+    registry of the plug-in folder (:func:`rlnorm.agents.get`), which the core never imports.
+    """
+    from rlnorm import agents, checkpoint
+
+    return checkpoint.load(path, agents.get, device, agent=agent, norm=norm)
+
 
 __all__ = [
     "CheckpointError",

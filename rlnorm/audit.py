@@ -37,6 +37,7 @@ from torch import nn
 
 from rlnorm import checkpoint
 from rlnorm import norm as norms
+from rlnorm.agent import AgentLookup
 from rlnorm.diagnostics import Modules, StreamWatch, layer_drift, named_layers, named_roots
 from rlnorm.targets import TargetNetwork
 
@@ -316,12 +317,12 @@ def _shared_statistics(watch: StreamWatch) -> list[Finding]:
     return findings
 
 
-def audit_checkpoint(path: str | os.PathLike[str]) -> list[Finding]:
-    """Audit the agent saved at ``path``, loaded as :func:`rlnorm.load` does (eval mode,
-    no unpickling). When the checkpoint records its run's planned length, Batch Renorm's
-    warm-up is checked against it. Raises :class:`rlnorm.CheckpointError` for anything
-    that is not a valid checkpoint."""
-    agent = checkpoint.load(path)
+def audit_checkpoint(path: str | os.PathLike[str], agent_class: AgentLookup) -> list[Finding]:
+    """Audit the agent saved at ``path``, loaded as :func:`rlnorm.load` does (eval mode, no
+    unpickling; ``agent_class`` finds the agent by name: ``rlnorm.agents.get``). When the
+    checkpoint records its run's planned length, Batch Renorm's warm-up is checked against
+    it. Raises :class:`rlnorm.CheckpointError` for anything that is not a valid checkpoint."""
+    agent = checkpoint.load(path, agent_class)
     meta = json.loads((Path(path) / checkpoint.META).read_text())
     return audit(agent, progress=_progress(meta))
 

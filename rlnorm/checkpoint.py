@@ -36,10 +36,11 @@ import safetensors
 import safetensors.torch
 import torch
 
-import rlnorm
-from rlnorm.agents import base as agents
+from rlnorm.agent import Agent, AgentLookup
+from rlnorm.config import build_config
 from rlnorm.errors import CheckpointError, RlnormError
 from rlnorm.normalize import ObservationNormalizer
+from rlnorm.version import __version__
 
 FORMAT = "rlnorm-checkpoint"
 FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _modules(agent: agents.Agent) -> dict[str, torch.nn.Module]:
+def _modules(agent: Agent) -> dict[str, torch.nn.Module]:
     """The agent's modules, plus its observation normalizer when it has one."""
     modules = dict(agent.modules())
     normalizer = getattr(agent, "obs_normalizer", None)
@@ -97,7 +98,7 @@ def _modules(agent: agents.Agent) -> dict[str, torch.nn.Module]:
     return modules
 
 
-def _weights(agent: agents.Agent) -> dict[str, torch.Tensor]:
+def _weights(agent: Agent) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share storage, and views are not contiguous.
     return {
         f"{name}.{key}": value.detach().cpu().clone().contiguous()
@@ -112,7 +113,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     )
 
 
-def _optimizer_state(agent: agents.Agent) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_state(agent: Agent) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     groups: dict[str, Any] = {}
     for name, opt in agent.optimizers().items():
@@ -126,7 +127,7 @@ def _optimizer_state(agent: agents.Agent) -> tuple[dict[str, torch.Tensor], dict
 
 
 def save(
-    agent: agents.Agent,
+    agent: Agent,
     path: str | os.PathLike[str],
     *,
     env_id: str,
@@ -172,7 +173,7 @@ def save(
             ),
             "extra": dict(extra or {}),
             "versions": {
-                "rlnorm": rlnorm.__version__,
+                "rlnorm": __version__,
                 "torch": torch.__version__,
                 "gymnasium": gym.__version__,
                 "numpy": np.__version__,
@@ -302,12 +303,16 @@ def _load_tensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
 
 def load(
     path: str | os.PathLike[str],
+    agent_class: AgentLookup,
     device: torch.device | str = "cpu",
     *,
     agent: str | None = None,
     norm: str | None = None,
-) -> agents.Agent:
+) -> Agent:
     """Rebuild the agent saved at ``path``, every module in eval mode, optimizers restored.
+
+    ``agent_class`` finds the agent class by the name the checkpoint records; the public
+    :func:`rlnorm.load` passes the agent registry, ``rlnorm.agents.get``.
 
     ``agent`` and ``norm``, when given, must match the checkpoint's; a mismatch (or a
     checkpoint whose tensors do not fit the agent it names) raises :class:`CheckpointError`.
@@ -318,11 +323,11 @@ def load(
         if asked is not None and asked != meta[key]:
             raise CheckpointError(f"{path} holds a {key} {meta[key]!r}, not {asked!r}")
     try:
-        cls = agents.get(meta["agent"])
+        cls = agent_class(meta["agent"])
         obj = cls(
             space_from_json(meta["observation_space"]),
             space_from_json(meta["action_space"]),
-            agents.build_config(cls, meta["agent_config"]),
+            build_config(cls, meta["agent_config"]),
             meta["norm"],
             device,
         )

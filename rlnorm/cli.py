@@ -1,5 +1,9 @@
 """The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``.
 
+The top floor of the house: with the package facade (``rlnorm/__init__``) it is the only
+module that imports both the core and the plug-in folders (``rlnorm.agents``,
+``rlnorm.envs``); the layer contract in ``.importlinter`` holds everything else below.
+
 Exit status 2 means the command was given something invalid (an unknown agent, env or
 norm, a bad config); the message on stderr names it and lists what is valid.
 """
@@ -18,8 +22,7 @@ from typing import Any
 
 import torch
 
-from rlnorm import checkpoint, config, envs, norm, plot
-from rlnorm.agents import base as agents
+from rlnorm import agents, checkpoint, config, envs, norm, plot
 from rlnorm.audit import audit_checkpoint, format_findings
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
@@ -179,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.deterministic:
         overrides.append("train.deterministic=true")
     cfg = config.resolve(
-        agent_name,
+        agents.get(agent_name),
         env_id,
         norm=args.norm,
         seed=0 if args.seed is None else args.seed,
@@ -238,13 +241,13 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
     if not last.exists() and not last.with_name(".last.old").exists():
         raise RlnormError(f"--resume {args.resume}: no checkpoints/last to resume from")
     meta = checkpoint.read_meta(last)
-    cfg = config.from_dict(meta.get("extra", {}).get("run_config", {}))
+    cfg = config.from_dict(meta.get("extra", {}).get("run_config", {}), agents.get)
     if args.steps is not None:
         cfg.train.total_steps = args.steps
     cfg.device = str(device)
     with open(args.resume / "command.txt", "a") as f:
         f.write(shlex.join(["rlnorm", *args.argv]) + "\n")
-    agent = checkpoint.load(last, device=device)
+    agent = checkpoint.load(last, agents.get, device)
     env, eval_env = _envs(cfg, device)
     learner = Learner(agent, env, eval_env, cfg, args.resume, quiet=args.quiet)
     learner.restore(last)
@@ -280,7 +283,7 @@ def _eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     path = _checkpoint_path(args.checkpoint)
     meta = checkpoint.read_meta(path)
-    agent = checkpoint.load(path, device=device)
+    agent = checkpoint.load(path, agents.get, device)
     # Defaults replay the run's own evaluation: same seed, same split of episodes over envs.
     run_config = meta.get("extra", {}).get("run_config", {})
     seed = args.seed if args.seed is not None else run_config.get("seed", 0) + EVAL_SEED_OFFSET
@@ -313,7 +316,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     path = _checkpoint_path(args.checkpoint)
-    findings = audit_checkpoint(path)
+    findings = audit_checkpoint(path, agents.get)
     print(f"{path}:")
     print(format_findings(findings))
     return 1 if any(f.severity == "error" for f in findings) else 0

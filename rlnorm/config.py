@@ -14,15 +14,97 @@ code. Every key is checked: an unknown key names the valid ones.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rlnorm.agents import base as agents
+from rlnorm.agent import Agent, AgentLookup
 from rlnorm.errors import ConfigError, UnknownNameError
+
+
+def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> Any:
+    """Instantiate ``cls.Config`` from a mapping, checking each key and each value's type.
+
+    An unknown key names the valid ones (with a did-you-mean); a value whose type does not
+    match the field's default names the key, the value and the expected type.
+    """
+    return build_dataclass(cls.Config, values, section="agent", what=f"{cls.name} config key")
+
+
+def build_dataclass(
+    datacls: type, values: Mapping[str, Any] | None, *, section: str, what: str
+) -> Any:
+    """Instantiate the config dataclass ``datacls`` from a mapping of the ``section`` of a
+    config file, type-checking each value against its field's default."""
+    defaults = {f.name: f.default for f in fields(datacls)}
+    checked: dict[str, Any] = {}
+    for key, value in dict(values or {}).items():
+        if key not in defaults:
+            err = UnknownNameError(what, key, defaults)
+            raise ConfigError(f"{section}.{key}: {err}") from None
+        checked[key] = _coerce(f"{section}.{key}", value, defaults[key])
+    return datacls(**checked)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or a ConfigError saying why not."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; accept any float literal Python accepts.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{key}: expected {expected.__name__} (like the default {default!r}), "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+def check_ranges(
+    config: Any,
+    *,
+    section: str = "agent",
+    choices: Mapping[str, tuple[str, ...]] = {},
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    unit_interval: tuple[str, ...] = (),
+) -> None:
+    """Raise :class:`ConfigError` naming the first field of ``config`` out of its range.
+
+    For an agent Config's ``__post_init__``: ``choices`` maps a field to its valid strings,
+    ``positive`` fields must be > 0, ``non_negative`` >= 0, ``unit_interval`` in [0, 1].
+    ``section`` prefixes the key in messages (the config file's top-level key).
+    """
+    for key, valid in choices.items():
+        if getattr(config, key) not in valid:
+            raise ConfigError(
+                f"{section}.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
+            )
+    bounds = [(k, "> 0", lambda v: v > 0) for k in positive]
+    bounds += [(k, ">= 0", lambda v: v >= 0) for k in non_negative]
+    bounds += [(k, "in [0, 1]", lambda v: 0 <= v <= 1) for k in unit_interval]
+    for key, text, ok in bounds:
+        value = getattr(config, key)
+        if isinstance(value, tuple):
+            if not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) and ok(v) for v in value
+            ):
+                raise ConfigError(
+                    f"{section}.{key}: every entry must be an integer {text}, got {list(value)}"
+                )
+        elif not ok(value):
+            raise ConfigError(f"{section}.{key}: must be {text}, got {value!r}")
 
 
 @dataclass
@@ -46,7 +128,7 @@ class TrainConfig:
     deterministic: bool = False  # torch's deterministic algorithms (CUDA; CPU already is)
 
     def __post_init__(self) -> None:
-        agents.check_ranges(
+        check_ranges(
             self,
             section="train",
             choices={"nan_policy": ("raise", "warn")},
@@ -178,7 +260,7 @@ def _check_section(name: str, values: Any) -> dict[str, Any]:
 
 
 def resolve(
-    agent: str,
+    agent_cls: type[Agent],
     env_id: str,
     *,
     norm: str | None = None,
@@ -188,10 +270,11 @@ def resolve(
     overrides: list[str] = (),
     total_steps: int | None = None,
 ) -> RunConfig:
-    """Build the run's config: file (user's, else shipped) < overrides < explicit arguments."""
+    """Build the run's config for ``agent_cls`` (``rlnorm.agents.get(name)``): file (user's,
+    else shipped) < overrides < explicit arguments."""
     from rlnorm import norm as norms
 
-    cls = agents.get(agent)
+    agent = agent_cls.name
     source = config_file if config_file is not None else packaged_config(agent, env_id)
     data = read_yaml(source) if source is not None else {}
     for text in overrides:
@@ -211,17 +294,16 @@ def resolve(
         norm=chosen_norm,
         seed=seed,
         device=device,
-        train=agents.build_dataclass(
-            TrainConfig, train_values, section="train", what="train config key"
-        ),
-        agent_config=agents.build_config(cls, _check_section("agent", data.get("agent"))),
+        train=build_dataclass(TrainConfig, train_values, section="train", what="train config key"),
+        agent_config=build_config(agent_cls, _check_section("agent", data.get("agent"))),
     )
 
 
-def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a :class:`RunConfig` from :meth:`RunConfig.to_dict` (a checkpoint's copy)."""
+def from_dict(data: dict[str, Any], agent_class: AgentLookup) -> RunConfig:
+    """Rebuild a :class:`RunConfig` from :meth:`RunConfig.to_dict` (a checkpoint's copy);
+    ``agent_class`` finds the agent by its name (``rlnorm.agents.get``)."""
     try:
-        cls = agents.get(data["agent"])
+        cls = agent_class(data["agent"])
         return RunConfig(
             agent=data["agent"],
             env=data["env"],
@@ -229,10 +311,10 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
             seed=int(data["seed"]),
             device=data["device"],
             backend=data.get("backend", "auto"),
-            train=agents.build_dataclass(
+            train=build_dataclass(
                 TrainConfig, data["train"], section="train", what="train config key"
             ),
-            agent_config=agents.build_config(cls, data["agent_config"]),
+            agent_config=build_config(cls, data["agent_config"]),
         )
     except KeyError as e:
         raise ConfigError(f"a run config needs the key {e.args[0]!r}") from None

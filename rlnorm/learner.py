@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from rlnorm import checkpoint
-from rlnorm.agents.base import Agent, OffPolicy, OnPolicy
+from rlnorm.agent import Agent, OffPolicy, OnPolicy
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
-from rlnorm.envs.base import TorchVecEnv
+from rlnorm.env import TorchVecEnv
 from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler

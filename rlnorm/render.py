@@ -14,7 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from rlnorm.agents.base import Agent
+from rlnorm.agent import Agent
 from rlnorm.errors import EnvError
 from rlnorm.rollout import predict
 

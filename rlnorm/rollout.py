@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlnorm.agents.base import ActOutput, Agent
-from rlnorm.envs.base import TorchVecEnv
+from rlnorm.agent import ActOutput, Agent
+from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError, NonFiniteError
 from rlnorm.normalize import RewardScaler
 from rlnorm.safety import acting
@@ -159,7 +159,7 @@ class RolloutManager:
     """Runs an agent's policy against a batched env, always in eval and inference mode.
 
     Args:
-        agent: the agent whose :meth:`~rlnorm.agents.base.Agent.act` chooses actions.
+        agent: the agent whose :meth:`~rlnorm.agent.Agent.act` chooses actions.
         env: the training env; its device is where rollouts are stored.
         eval_env: a separate env for :meth:`evaluate`, so evaluation never disturbs the
             episodes in flight in ``env``.

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import rlnorm
-from rlnorm import envs
-from rlnorm.agents import base as agents
+from rlnorm import agents, envs
 from rlnorm.audit import Finding, audit, audit_checkpoint, format_findings
+from rlnorm.config import build_config
 from rlnorm.diagnostics import StreamWatch
 from rlnorm.layers import BatchRenorm1d
 from rlnorm.nets import joint_forward, mlp
@@ -159,7 +159,7 @@ def test_shared_statistics_reached_by_separate_streams() -> None:
 def make_agent(norm: str) -> agents.Agent:
     env = envs.make("CartPole-v1", 4)
     cls = agents.get("ppo")
-    config = agents.build_config(cls, {"epochs": 1, "rollout_steps": 16})
+    config = build_config(cls, {"epochs": 1, "rollout_steps": 16})
     return cls(env.single_observation_space, env.single_action_space, config, norm)
 
 
@@ -198,7 +198,7 @@ def test_audit_checkpoint_reads_what_the_checkpoint_carries(tmp_path: Path) -> N
         counters={"env_steps": 64, "updates": 1},
         extra={"run_config": {"train": {"total_steps": 6400}}},
     )
-    findings = audit_checkpoint(path)
+    findings = audit_checkpoint(path, agents.get)
     # PPO averages statistics over the whole run (cumulative): a noted, expected drift
     only(findings, "info", "actor.body.1", "far from the last one (mean shift 10.00")
     assert not [f for f in findings if f.path == "actor.body.4" and "far from" in f.message]
@@ -206,7 +206,7 @@ def test_audit_checkpoint_reads_what_the_checkpoint_carries(tmp_path: Path) -> N
     only(findings, "warning", "critic.1", "about 100 train-mode passes")
     assert not [f for f in findings if f.path in ("actor", "critic")]  # loaded in eval mode
     with pytest.raises(rlnorm.CheckpointError):
-        audit_checkpoint(tmp_path / "missing")
+        audit_checkpoint(tmp_path / "missing", agents.get)
 
 
 def test_format_findings() -> None:

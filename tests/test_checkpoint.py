@@ -21,8 +21,8 @@ from torch import nn
 
 import rlnorm
 import rlnorm.checkpoint as ckpt_mod
-from rlnorm import envs
-from rlnorm.agents import base as agents
+from rlnorm import agents, envs
+from rlnorm.config import build_config
 from rlnorm.rollout import RolloutManager
 
 NORMS = ["none", "layer", "batch"]
@@ -38,7 +38,7 @@ def make_agent(norm: str, **config: object) -> agents.Agent:
     return cls(
         env.single_observation_space,
         env.single_action_space,
-        agents.build_config(cls, {"epochs": 4, **config}),
+        build_config(cls, {"epochs": 4, **config}),
         norm,
     )
 

@@ -477,20 +477,19 @@ def test_every_shipped_config_is_valid_and_builds_its_agent() -> None:
     """Every ``configs/<agent>/<env>.yaml`` (``configs/sb3/<Algo>-<env>.yaml``) resolves
     through the schema and builds its agent on its env's spaces: a typo in a shipped file
     fails here, not in a user's run."""
-    from rlnorm import config, envs
-    from rlnorm.agents import base
+    from rlnorm import agents, config, envs
 
     checked = 0
-    for agent in base.names():
+    for agent in agents.names():
         for name in config.packaged_config_names(agent):
             env_id = "Pendulum-v1" if name in ("default", "paper") else name.removeprefix("ddpg-")
             family, _, algo = agent.partition(":")
             path = (
                 config.packaged_configs_dir() / family / f"{algo}{'-' if algo else ''}{name}.yaml"
             )
-            cfg = config.resolve(agent, env_id, config_file=path)
+            cfg = config.resolve(agents.get(agent), env_id, config_file=path)
             env = envs.make(env_id, num_envs=1)
-            cls = base.get(agent)
+            cls = agents.get(agent)
             cls(env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm)
             checked += 1
     assert checked >= 17

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from rlnorm import envs
-from rlnorm.agents.base import build_config
 from rlnorm.agents.ppo import PPO
+from rlnorm.config import build_config
 from rlnorm.envs import (
     CartPole,
     GymnasiumVecEnv,

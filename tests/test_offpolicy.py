@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 import rlnorm
-from rlnorm import checkpoint, cli, envs
+from rlnorm import agents, checkpoint, cli, envs
 from rlnorm import norm as norms
-from rlnorm.agents import base
+from rlnorm.agent import Agent
+from rlnorm.config import build_config
 from rlnorm.learner import Learner
 from rlnorm.nets import StreamNorm
 from rlnorm.replay import ReplayBuffer
@@ -56,14 +57,14 @@ def train(run_dir: Path, agent: str, norm: str, steps: int, *extra: str) -> None
     assert rc == 0, err
 
 
-def make_agent(name: str, norm: str, **config: Any) -> base.Agent:
+def make_agent(name: str, norm: str, **config: Any) -> Agent:
     env = envs.make("Pendulum-v1", num_envs=1)
-    cls = base.get(name)
-    cfg = base.build_config(cls, {"batch_size": 64, "gradient_steps": 1, **config})
+    cls = agents.get(name)
+    cfg = build_config(cls, {"batch_size": 64, "gradient_steps": 1, **config})
     return cls(env.single_observation_space, env.single_action_space, cfg, norm)
 
 
-def fill(agent: base.Agent, steps: int = 300, seed: int = 0) -> None:
+def fill(agent: Agent, steps: int = 300, seed: int = 0) -> None:
     """Random-action transitions into the agent's replay, as the learner's warm-up does."""
     env = envs.make("Pendulum-v1", num_envs=4)
     manager = RolloutManager(agent, env)

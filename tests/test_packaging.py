@@ -63,7 +63,8 @@ def test_wheel_ships_subpackages_under_the_rlnorm_namespace(wheel: Path) -> None
         "rlnorm/cli.py",
         "rlnorm/checkpoint.py",
         "rlnorm/agents/__init__.py",
-        "rlnorm/agents/base.py",
+        "rlnorm/agent.py",
+        "rlnorm/env.py",
         "rlnorm/agents/ppo.py",
         "rlnorm/envs/__init__.py",
         "rlnorm/envs/base.py",
@@ -101,14 +102,14 @@ def test_installed_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Pat
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 
         import rlnorm, rlnorm.agents.ppo, rlnorm.envs, rlnorm.cli
-        from rlnorm import config
+        from rlnorm import agents, config
         for mod in (rlnorm, rlnorm.agents.ppo, rlnorm.envs, rlnorm.cli):
             assert site in Path(mod.__file__).resolve().parents, mod.__file__
         assert rlnorm.envs.make("CartPole-v1", 2).reset(seed=0)[0].shape == (2, 4)
         shipped = config.packaged_config("ppo", "CartPole-v1")
         assert shipped is not None and shipped.is_file(), shipped
         assert site in shipped.resolve().parents, shipped
-        assert config.resolve("ppo", "CartPole-v1").norm == "batch"
+        assert config.resolve(agents.get("ppo"), "CartPole-v1").norm == "batch"
 
         for generic in ("agents", "envs", "configs"):
             try:

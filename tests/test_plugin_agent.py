@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rlnorm.agents.base import ActOutput, Agent, OnPolicy
+from rlnorm.agent import ActOutput, Agent, OnPolicy
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 import rlnorm
-from rlnorm.agents.base import build_config
 from rlnorm.agents.ppo import PPO
+from rlnorm.config import build_config
 from rlnorm.envs import make
 from rlnorm.normalize import ObservationNormalizer, RewardScaler, RunningMoments
 from rlnorm.replay import ReplayBuffer

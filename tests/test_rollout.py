@@ -11,8 +11,9 @@ from torch import nn
 
 import rlnorm
 from rlnorm import envs
-from rlnorm.agents.base import ActOutput, build_config
+from rlnorm.agent import ActOutput
 from rlnorm.agents.ppo import PPO, gae
+from rlnorm.config import build_config
 from rlnorm.rollout import RolloutManager, evaluate
 
 

@@ -25,11 +25,11 @@ pytest.importorskip(
     "stable_baselines3", reason="stable-baselines3 is not installed (pip install stable-baselines3)"
 )
 
-from rlnorm import checkpoint, cli
+from rlnorm import agents, checkpoint, cli
 from rlnorm import norm as norms
-from rlnorm.agents import base as agents
 from rlnorm.agents import sb3
 from rlnorm.agents.ppo import gae
+from rlnorm.config import build_config
 from rlnorm.errors import ConfigError, UnknownNameError
 from rlnorm.learner import Learner
 from rlnorm.rollout import Rollout, uniform_actions
@@ -104,7 +104,7 @@ def build(algorithm: str, norm: str = "batch", **config: Any) -> sb3.SB3Agent:
     continuous = algorithm in ("SAC", "TD3", "CrossQ")
     obs_space = PENDULUM_OBS if continuous else CARTPOLE
     action_space = PENDULUM_ACT if continuous else gym.spaces.Discrete(2)
-    return cls(obs_space, action_space, agents.build_config(cls, config), norm)
+    return cls(obs_space, action_space, build_config(cls, config), norm)
 
 
 def random_rollout(agent: sb3.SB3Agent, steps: int, num_envs: int, seed: int = 0) -> Rollout:
@@ -157,11 +157,11 @@ def test_missing_stable_baselines3_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 
 def test_config_is_checked_with_sb3_names() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'n_steps'"):
-        agents.build_config(sb3.SB3PPO, {"n_step": 8})
+        build_config(sb3.SB3PPO, {"n_step": 8})
     with pytest.raises(ConfigError, match=r"agent\.gradient_steps"):
-        agents.build_config(sb3.SB3SAC, {"gradient_steps": 0})
+        build_config(sb3.SB3SAC, {"gradient_steps": 0})
     with pytest.raises(ConfigError, match=r"agent\.activation_fn"):
-        agents.build_config(sb3.SB3DQN, {"activation_fn": "swish"})
+        build_config(sb3.SB3DQN, {"activation_fn": "swish"})
     rc, _, err = run_main(["train", "--agent", "sb3:PPO", "--set", "agent.batch_size=1"])
     assert rc == 2 and "batch_size" in err
     # The config's fields reach SB3 under the same names.

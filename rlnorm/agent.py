@@ -1,0 +1,138 @@
+"""The agent contract: what an agent exposes and how rlnorm drives it.
+
+An agent owns its networks and optimizers. rlnorm's shared machinery composes it:
+
+- the :class:`~rlnorm.rollout.RolloutManager` calls :meth:`Agent.act` on batched
+  observations, always inside :func:`rlnorm.acting` over :meth:`Agent.acting_modules`;
+- the :class:`~rlnorm.learner.Learner` calls :meth:`Agent.update` on what was collected,
+  always inside :func:`rlnorm.training` over every module in :meth:`Agent.modules`;
+- the checkpointer saves and restores :meth:`Agent.modules` and :meth:`Agent.optimizers`.
+
+An agent never switches modes itself: the two context managers own that, and restore the
+exact previous mode of every submodule afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rlnorm.normalize import ObservationNormalizer
+
+
+@dataclass
+class ActOutput:
+    """What :meth:`Agent.act` returns: the actions, and per-sample extras for the learner.
+
+    ``extras`` holds tensors with the same leading batch dimension as ``actions`` (PPO:
+    ``log_prob`` and ``value``); the rollout manager stores them beside the transitions.
+    """
+
+    actions: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnPolicy:
+    """Collect ``steps_per_env`` steps from every sub-env, then update once on all of them.
+
+    The learner calls ``agent.update(rollout, progress)`` with the :class:`Rollout`.
+    """
+
+    steps_per_env: int
+
+
+@dataclass(frozen=True)
+class OffPolicy:
+    """Collect ``steps_per_env`` steps from every sub-env into the agent's replay buffer,
+    then update from the buffer.
+
+    Until ``learning_starts`` environment steps have been collected, actions are drawn
+    uniformly from the action space and no update runs (the buffer fills first). After
+    that the learner calls ``agent.update(agent.replay, progress)``; the agent samples its
+    own minibatches, as many gradient steps as it likes.
+    """
+
+    steps_per_env: int
+    learning_starts: int
+
+
+class Agent:
+    """Base class of rlnorm agents. Subclasses set ``name`` and ``Config`` and implement the
+    methods below; :func:`rlnorm.agents.register` makes them available to the CLI and to
+    :func:`rlnorm.load`.
+
+    Args:
+        observation_space: gymnasium space of one observation.
+        action_space: gymnasium space of one action.
+        config: an instance of the agent's ``Config`` dataclass.
+        norm: a name from :mod:`rlnorm.norm`.
+        device: where the networks live (the env's device).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        config: Any,
+        norm: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.norm = norm
+        self.device = torch.device(device)
+        #: progress counters restored from a checkpoint (env steps, updates), else empty.
+        self.counters: dict[str, int] = {}
+        #: set by the learner when ``train.normalize_obs`` is on; applied before every act.
+        self.obs_normalizer: ObservationNormalizer | None = None
+
+    # -- what the agent exposes ------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network of the agent by name: checkpointed, audited, trained."""
+        raise NotImplementedError
+
+    def acting_modules(self) -> list[nn.Module]:
+        """The networks :meth:`act` runs; the rollout manager puts them in eval mode."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer by name, checkpointed with the weights."""
+        raise NotImplementedError
+
+    @property
+    def collection(self) -> OnPolicy | OffPolicy:
+        """How the learner collects data for this agent. An :class:`OffPolicy` agent also
+        has a ``replay`` attribute, a :class:`rlnorm.replay.ReplayBuffer` the learner fills
+        (and checkpoints, so a resumed run continues with the same buffer)."""
+        raise NotImplementedError
+
+    # -- what the agent does ---------------------------------------------------------------
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        """Actions for a batch of observations ``(B, *obs_shape)``; batch-independent.
+
+        Called only inside :func:`rlnorm.acting`, so every norm layer is in eval mode.
+        """
+        raise NotImplementedError
+
+    def update(self, batch: Any, progress: float) -> dict[str, float]:
+        """One update on collected data; returns scalar metrics for the monitor.
+
+        Called only inside :func:`rlnorm.training`. ``progress`` runs from 0 at the start of
+        training to 1 at its end, for schedules.
+        """
+        raise NotImplementedError
+
+
+#: How the core finds an agent class by its registered name without importing the plug-in
+#: folder: the top floor (the CLI, :func:`rlnorm.load`) passes ``rlnorm.agents.get``.
+AgentLookup = Callable[[str], type[Agent]]
