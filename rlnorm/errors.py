@@ -74,3 +74,9 @@ class NonFiniteError(EnvError):
     def __init__(self, message: str, step: int | None = None, env_index: int | None = None):
         super().__init__(message)
         self.step, self.env_index = step, env_index
+
+
+class MissingDependencyError(RlnormError, ImportError):
+    """An optional package is not installed (or too old) for what was asked: the
+    stable-baselines3 adapter ``sb3:<Algo>`` without stable-baselines3 or sb3-contrib. The
+    message names the package and the ``pip install`` that fixes it."""

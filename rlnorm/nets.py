@@ -60,6 +60,45 @@ class MLP(nn.Sequential):
         return input
 
 
+def norm_layers(kind: norms.NormKind, width: int, streams: int = 1) -> list[nn.Module]:
+    """``kind``'s normalization layer for ``width`` features, as a list: empty for a kind
+    with no layer of its own (``none``, ``weight``, ``cosine``), else one layer, wrapped in
+    a :class:`StreamNorm` of ``streams`` copies when ``streams > 1``."""
+    if kind.layer is None:
+        return []
+    if streams == 1:
+        return [kind.layer(width)]
+    return [StreamNorm(kind.layer(width) for _ in range(streams))]
+
+
+def hidden_block(
+    kind: norms.NormKind,
+    in_dim: int,
+    out_dim: int,
+    activation: nn.Module | None,
+    *,
+    streams: int = 1,
+    norm_after_activation: bool = False,
+    linear: nn.Module | None = None,
+) -> list[nn.Module]:
+    """One hidden layer with ``kind`` placed in it: ``Linear -> norm -> activation``, or
+    ``Linear -> activation -> norm`` with ``norm_after_activation``.
+
+    The one place where rlnorm decides where a norm goes in a hidden layer: :func:`mlp`
+    builds every hidden layer with it, and the stable-baselines3 adapter (``sb3:<Algo>``)
+    rebuilds each hidden layer of SB3's MLPs with it. ``linear`` is an
+    existing ``in_dim -> out_dim`` layer to keep (SB3's, with SB3's initialization) unless
+    ``kind`` replaces the linear map itself (weight and cosine normalization); without it a
+    fresh ``kind.linear`` is built. ``activation`` None leaves the activation out (the
+    caller's net has none after this Linear).
+    """
+    if linear is None or kind.linear is not nn.Linear:
+        linear = kind.linear(in_dim, out_dim)
+    norm = norm_layers(kind, out_dim, streams)
+    act = [] if activation is None else [activation]
+    return [linear, *act, *norm] if norm_after_activation else [linear, *norm, *act]
+
+
 def mlp(
     in_dim: int,
     out_dim: int,
@@ -76,7 +115,8 @@ def mlp(
     as in the BatchNorm paper; the output layer is never normalized so the head can take
     any scale. ``norm`` is a name from :mod:`rlnorm.norm` (``"none"``, ``"batch"``,
     ``"layer"``, ...). ``streams > 1`` gives each norm layer one copy per stream
-    (:class:`StreamNorm`); call the net as ``net(x, stream=i)``.
+    (:class:`StreamNorm`); call the net as ``net(x, stream=i)``. Each hidden layer is a
+    :func:`hidden_block`.
 
     CrossQ's layout (as sbx builds it) is ``normalize_input=True``, a norm layer on the raw
     input before the first Linear, with ``norm_after_activation=True``, each hidden layer
@@ -86,22 +126,12 @@ def mlp(
         raise ValueError(f"streams must be >= 1, got {streams}")
     kind = norms.get(norm)
     act = resolve_activation(activation)
-
-    def norm_layer(width: int) -> list[nn.Module]:
-        if kind.layer is None:
-            return []
-        if streams == 1:
-            return [kind.layer(width)]
-        return [StreamNorm(kind.layer(width) for _ in range(streams))]
-
-    layers: list[nn.Module] = norm_layer(in_dim) if normalize_input else []
+    layers: list[nn.Module] = norm_layers(kind, in_dim, streams) if normalize_input else []
     width = in_dim
     for h in hidden:
-        layers.append(kind.linear(width, h))
-        if norm_after_activation:
-            layers += [act(), *norm_layer(h)]
-        else:
-            layers += [*norm_layer(h), act()]
+        layers += hidden_block(
+            kind, width, h, act(), streams=streams, norm_after_activation=norm_after_activation
+        )
         width = h
     layers.append(nn.Linear(width, out_dim))
     return MLP(*layers)

@@ -66,6 +66,12 @@ def test_wheel_ships_subpackages_under_the_rlnorm_namespace(wheel: Path) -> None
         "rlnorm/agent.py",
         "rlnorm/env.py",
         "rlnorm/agents/ppo.py",
+        "rlnorm/agents/sb3/__init__.py",
+        "rlnorm/agents/sb3/agent.py",
+        "rlnorm/agents/sb3/configs.py",
+        "rlnorm/agents/sb3/off_policy.py",
+        "rlnorm/agents/sb3/on_policy.py",
+        "rlnorm/agents/sb3/policies.py",
         "rlnorm/envs/__init__.py",
         "rlnorm/envs/base.py",
         "rlnorm/envs/cartpole.py",
@@ -101,9 +107,9 @@ def test_installed_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Pat
         # can provide rlnorm.
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 
-        import rlnorm, rlnorm.agents.ppo, rlnorm.envs, rlnorm.cli
+        import rlnorm, rlnorm.agents.ppo, rlnorm.agents.sb3, rlnorm.envs, rlnorm.cli
         from rlnorm import agents, config
-        for mod in (rlnorm, rlnorm.agents.ppo, rlnorm.envs, rlnorm.cli):
+        for mod in (rlnorm, rlnorm.agents.ppo, rlnorm.agents.sb3, rlnorm.envs, rlnorm.cli):
             assert site in Path(mod.__file__).resolve().parents, mod.__file__
         assert rlnorm.envs.make("CartPole-v1", 2).reset(seed=0)[0].shape == (2, 4)
         shipped = config.packaged_config("ppo", "CartPole-v1")
