@@ -76,6 +76,7 @@ from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OnPolicy
 from rlnorm.agents import register
 from rlnorm.config import check_ranges
+from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout
@@ -129,7 +130,11 @@ class Policy(nn.Module):
     def __init__(self, obs_dim: int, action_space: gym.spaces.Space, cfg: PPOConfig, norm: str):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        out_dim = (
+            int(action_space.n)
+            if isinstance(action_space, gym.spaces.Discrete)
+            else space_shape(action_space)[0]
+        )
         self.body = mlp(obs_dim, out_dim, cfg.hidden, norm, cfg.activation)
         orthogonal_init(self.body, out_gain=0.01)
         if not self.discrete:
@@ -204,7 +209,7 @@ class PPO(Agent):
         if not isinstance(action_space, gym.spaces.Discrete | gym.spaces.Box):
             raise ConfigError(f"ppo supports Discrete and Box actions, not {action_space}")
         self.batch_dependent = norms.get(norm).batch_dependent
-        obs_dim = int(torch.Size(observation_space.shape).numel())
+        obs_dim = int(torch.Size(space_shape(observation_space)).numel())
         self.actor = Policy(obs_dim, action_space, config, norm).to(self.device)
         self.critic = mlp(obs_dim, 1, config.hidden, norm, config.activation).to(self.device)
         orthogonal_init(self.critic, out_gain=1.0)
@@ -213,7 +218,7 @@ class PPO(Agent):
                 norms.use_cumulative_statistics(net)
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, eps=1e-5)
-        if not self.actor.discrete:
+        if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, device=self.device)
             self.high = torch.as_tensor(action_space.high, device=self.device)
         label_layers(self.modules())
@@ -234,10 +239,8 @@ class PPO(Agent):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
         obs = obs.to(torch.float32).flatten(1)
         dist = self.actor.distribution(self.actor(obs))
-        if deterministic:
-            sample = dist.probs.argmax(-1) if self.actor.discrete else dist.mean
-        else:
-            sample = dist.sample()
+        # deterministic: the most likely action, the argmax of the logits or the mean
+        sample = dist.mode if deterministic else dist.sample()
         env_action = sample if self.actor.discrete else torch.clamp(sample, self.low, self.high)
         value = self.critic(obs).squeeze(-1)
         return ActOutput(

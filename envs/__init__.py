@@ -13,14 +13,14 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import UnknownNameError
 
 from .acrobot import Acrobot
-from .base import positive_int
+from .base import ClassicControlEnv, positive_int
 from .cartpole import CartPole
 from .export import to_gymnasium
 from .gymnasium_adapter import GymnasiumVecEnv
 from .mountain_car import MountainCar, MountainCarContinuous
 from .pendulum import Pendulum
 
-ENV_REGISTRY: dict[str, type[TorchVecEnv]] = {
+ENV_REGISTRY: dict[str, type[ClassicControlEnv]] = {
     env.env_id: env for env in (CartPole, Pendulum, MountainCar, MountainCarContinuous, Acrobot)
 }
 

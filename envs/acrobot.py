@@ -117,7 +117,7 @@ class Acrobot(ClassicControlEnv):
             fast=fast,
         )
         with torch.inference_mode(False):
-            like = {"device": self.device, "dtype": dtype}
+            like: dict[str, Any] = {"device": self.device, "dtype": dtype}
             self._torques = torch.tensor(TORQUES, **like)
             self._max_vel = torch.tensor([[MAX_VEL_1], [MAX_VEL_2]], **like)
             self._min_vel = -self._max_vel

@@ -184,7 +184,7 @@ class ClassicControlEnv(TorchVecEnv):
         # Buffers are made outside inference mode even if the env is built inside one, so
         # that stepping later outside it can still update them in place.
         with torch.inference_mode(False):
-            like = {"device": self.device, "dtype": dtype}
+            like: dict[str, Any] = {"device": self.device, "dtype": dtype}
             self._state = torch.zeros(len(self.state_names), num_envs, **like)
             self._steps = torch.zeros(num_envs, dtype=torch.int32, device=self.device)
             self._alive = torch.ones(num_envs, dtype=torch.bool, device=self.device)
@@ -192,7 +192,7 @@ class ClassicControlEnv(TorchVecEnv):
             # Scalars as device tensors: an op given a Python number wraps it in a new
             # tensor on every call, which is a sizeable part of a small-batch step.
             self._zero = torch.tensor(0.0, **like)
-            ints = {"device": self.device, "dtype": torch.int32}
+            ints: dict[str, Any] = {"device": self.device, "dtype": torch.int32}
             self._one_step = torch.tensor(1, **ints)
             self._limit = torch.tensor(self._max_episode_steps, **ints)
             self._generator = torch.Generator(device=self.device)
@@ -205,7 +205,7 @@ class ClassicControlEnv(TorchVecEnv):
             )
             self._next_half = 0
             self._bit_count = 53 if dtype == torch.float64 else 24
-            rng = {"device": self.device, "dtype": self._halves[0].stage.dtype}
+            rng: dict[str, Any] = {"device": self.device, "dtype": self._halves[0].stage.dtype}
             self._draw_low = torch.zeros(rows, 1, **rng)
             self._draw_scale = torch.zeros(rows, 1, **rng)
             self._draw_span = torch.zeros(rows, 1, **rng)
@@ -214,11 +214,6 @@ class ClassicControlEnv(TorchVecEnv):
             )
         self._generator.seed()  # like gymnasium: unseeded envs differ from run to run
         self._needs_reset = True
-
-    @property
-    def max_episode_steps(self) -> int:
-        """Steps after which an episode is truncated (read-only: the limit lives on device)."""
-        return self._max_episode_steps
 
     def __repr__(self) -> str:
         return (
@@ -383,7 +378,7 @@ class ClassicControlEnv(TorchVecEnv):
 
     def _action_set(self) -> str:
         """The discrete action set as text, e.g. ``{0, 1, 2}``."""
-        return "{" + ", ".join(map(str, range(int(self.single_action_space.n)))) + "}"
+        return "{" + ", ".join(map(str, range(gym.spaces.flatdim(self.single_action_space)))) + "}"
 
     def _lookup(self, table: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``table[actions]``, or ``EnvError`` for an action outside the table.

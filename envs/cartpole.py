@@ -81,7 +81,7 @@ class CartPole(ClassicControlEnv):
             fast=fast,
         )
         with torch.inference_mode(False):
-            like = {"device": self.device, "dtype": dtype}
+            like: dict[str, Any] = {"device": self.device, "dtype": dtype}
             self._acc = torch.empty(2, self.num_envs, **like)  # (x_acc, theta_acc)
             force = [-FORCE_MAG / TOTAL_MASS, FORCE_MAG / TOTAL_MASS]
             self._force_over_mass = torch.tensor(force, **like)  # indexed by the action

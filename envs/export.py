@@ -42,7 +42,7 @@ class ExportedVectorEnv(VectorEnv):
         self.observation_space = env.observation_space
         self.action_space = env.action_space
         self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
-        self._obs_dtype = env.single_observation_space.dtype
+        self._obs_dtype = env.single_observation_space.dtype or np.float32
 
     def __repr__(self) -> str:
         return f"ExportedVectorEnv({self.torch_env!r})"

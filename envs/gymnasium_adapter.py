@@ -92,7 +92,7 @@ class GymnasiumVecEnv(TorchVecEnv):
         self.num_envs = num_envs
         self.device = torch.empty(0, device=device).device
         self.dtype = dtype
-        self.max_episode_steps = limit
+        self._max_episode_steps = limit
         make_one = partial(_make_one, env_id, max_episode_steps, kwargs)
         vector_cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
         try:

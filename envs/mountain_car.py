@@ -117,7 +117,7 @@ class MountainCar(_Car):
             num_envs, device, dtype, max_episode_steps, goal_velocity, gym.spaces.Discrete(3), fast
         )
         with torch.inference_mode(False):
-            like = {"device": self.device, "dtype": dtype}
+            like: dict[str, Any] = {"device": self.device, "dtype": dtype}
             self._pushes = torch.tensor([-FORCE, 0.0, FORCE], **like)  # (action - 1) * force
             self._minus_one = torch.tensor(-1.0, **like)
 

@@ -39,6 +39,7 @@ from rlnorm import checkpoint
 from rlnorm import norm as norms
 from rlnorm.agent import AgentLookup
 from rlnorm.diagnostics import Modules, StreamWatch, layer_drift, named_layers, named_roots
+from rlnorm.layers import BatchRenorm1d
 from rlnorm.targets import TargetNetwork
 
 Severity = Literal["error", "warning", "info"]
@@ -163,14 +164,18 @@ def _norm_layer(
         )
     if norms.uses_running_statistics(layer):
         findings += _statistics(path, layer, name)
-    if kind.name == "batch_renorm":
+    if isinstance(layer, BatchRenorm1d):
         findings += _renorm_schedule(path, layer, progress)
     return findings
 
 
 def _statistics(path: str, layer: nn.Module, name: str) -> list[Finding]:
     tracked = getattr(layer, "num_batches_tracked", None)
-    at_init = bool((layer.running_mean == 0).all() and (layer.running_var == 1).all())
+    running_mean, running_var = (
+        norms.buffer(layer, "running_mean"),
+        norms.buffer(layer, "running_var"),
+    )
+    at_init = bool((running_mean == 0).all() and (running_var == 1).all())
     if tracked is not None and int(tracked) == 0 and at_init:
         return [
             Finding(
@@ -190,7 +195,7 @@ def _statistics(path: str, layer: nn.Module, name: str) -> list[Finding]:
         return []  # NaN drift comes with non-finite statistics, reported as an error
     numbers = (
         f"mean shift {shift:.2f} running std, log-variance ratio {log_var:.2f}, averaged "
-        f"over {layer.running_mean.numel()} features"
+        f"over {running_mean.numel()} features"
     )
     momentum = getattr(layer, "momentum", None)
     if tracked is not None and momentum is None:
@@ -230,7 +235,7 @@ def _statistics(path: str, layer: nn.Module, name: str) -> list[Finding]:
     ]
 
 
-def _renorm_schedule(path: str, layer: nn.Module, progress: float | None) -> list[Finding]:
+def _renorm_schedule(path: str, layer: BatchRenorm1d, progress: float | None) -> list[Finding]:
     passes = int(layer.num_batches_tracked)
     warmup, full = layer.warmup_steps, layer.warmup_steps + layer.relax_steps
     if progress is None or passes == 0:

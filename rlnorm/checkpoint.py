@@ -38,6 +38,7 @@ import torch
 
 from rlnorm.agent import Agent, AgentLookup
 from rlnorm.config import build_config
+from rlnorm.env import space_shape
 from rlnorm.errors import CheckpointError, RlnormError
 from rlnorm.normalize import ObservationNormalizer
 from rlnorm.version import __version__
@@ -334,7 +335,7 @@ def load(
         normalizer = meta.get("obs_normalizer")
         if normalizer is not None:
             obj.obs_normalizer = ObservationNormalizer(
-                tuple(obj.observation_space.shape),
+                space_shape(obj.observation_space),
                 clip=float(normalizer["clip"]),
                 eps=float(normalizer["eps"]),
             ).to(obj.device)
@@ -364,13 +365,13 @@ def load(
         groups = meta["optimizer_param_groups"].get(name)
         if groups is None:
             raise CheckpointError(f"{path}: no state for optimizer {name!r}")
-        state: dict[int, dict[str, torch.Tensor]] = {}
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
         try:
             for key, value in opt_tensors.items():
                 opt_name, param_id, field = key.split(".", 2)
                 if opt_name == name:
-                    state.setdefault(int(param_id), {})[field] = value
-            opt.load_state_dict({"state": state, "param_groups": groups})
+                    opt_state.setdefault(int(param_id), {})[field] = value
+            opt.load_state_dict({"state": opt_state, "param_groups": groups})
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: optimizer {name!r} state does not fit: {e}") from None
     obj.counters = dict(meta.get("counters", {}))
@@ -388,7 +389,8 @@ def load_training_state(
     # Cloned: tensors straight from a safetensors file can sit at addresses that are not
     # 64-byte aligned, and CPU kernels then round differently in the last bit, which would
     # make a resumed run drift from an uninterrupted one.
-    return {k: v.clone() for k, v in _load_tensors(path / TRAINING_STATE, device).items()}
+    tensors = _load_tensors(path / TRAINING_STATE, torch.device(device))
+    return {k: v.clone() for k, v in tensors.items()}
 
 
 __all__ = ["load", "load_training_state", "read_meta", "save", "space_from_json", "space_to_json"]

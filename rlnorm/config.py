@@ -14,7 +14,7 @@ code. Every key is checked: an unknown key names the valid ones.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -267,7 +267,7 @@ def resolve(
     seed: int = 0,
     device: str = "cpu",
     config_file: str | os.PathLike[str] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     total_steps: int | None = None,
 ) -> RunConfig:
     """Build the run's config for ``agent_cls`` (``rlnorm.agents.get(name)``): file (user's,
@@ -280,9 +280,10 @@ def resolve(
     for text in overrides:
         key, value = parse_override(text)
         _merge(data, key, value)
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ConfigError(f"{key}: {UnknownNameError('top-level config key', key, _TOP_KEYS)}")
+    for top_key in data:
+        if top_key not in _TOP_KEYS:
+            err = UnknownNameError("top-level config key", top_key, _TOP_KEYS)
+            raise ConfigError(f"{top_key}: {err}")
     train_values = _check_section("train", data.get("train"))
     if total_steps is not None:
         train_values["total_steps"] = total_steps

@@ -44,8 +44,8 @@ def named_roots(modules: Modules) -> dict[str, nn.Module]:
         return {"": modules}
     if isinstance(modules, Mapping):
         roots = dict(modules)
-    elif callable(getattr(modules, "modules", None)):
-        roots = dict(modules.modules())
+    elif callable(agent_modules := getattr(modules, "modules", None)):
+        roots = dict(agent_modules())
     else:
         roots = {str(i): m for i, m in enumerate(modules)}
     for name, module in roots.items():
@@ -131,10 +131,12 @@ def layer_drift(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     BatchNorm)."""
     if getattr(layer, "last_mean", None) is None:
         return None
-    running_var = layer.running_var + getattr(layer, "eps", 1e-5)
-    shift = ((layer.last_mean - layer.running_mean).abs() * running_var.rsqrt()).mean()
+    running_var = norms.buffer(layer, "running_var") + getattr(layer, "eps", 1e-5)
+    mean_gap = norms.buffer(layer, "last_mean") - norms.buffer(layer, "running_mean")
+    shift = (mean_gap.abs() * running_var.rsqrt()).mean()
     # log(var_batch + eps) = -2 log(invstd)
-    return shift, (torch.log(running_var) + 2 * torch.log(layer.last_invstd)).abs().mean()
+    log_gap = torch.log(running_var) + 2 * torch.log(norms.buffer(layer, "last_invstd"))
+    return shift, log_gap.abs().mean()
 
 
 def _stat_drift(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
@@ -301,7 +303,9 @@ class StreamWatch:
                             stats = _batch_statistics(part, eps)
                             records.append((stats, part.shape[0] * per_row, self.calls[path]))
             elif getattr(layer, "last_mean", None) is not None:
-                stats = torch.stack((layer.last_mean, layer.last_invstd))
+                stats = torch.stack(
+                    (norms.buffer(layer, "last_mean"), norms.buffer(layer, "last_invstd"))
+                )
                 records.append((stats, x.shape[0] * per_row, -1))
             else:
                 with torch.no_grad():
@@ -348,8 +352,8 @@ def _stream_gap(
 ) -> dict[str, torch.Tensor]:
     gaps: dict[str, torch.Tensor] = {}
     for path, members in stream_norms.items():
-        mean = torch.stack([m.running_mean for m in members])
-        var = torch.stack([m.running_var for m in members])
+        mean = torch.stack([norms.buffer(m, "running_mean") for m in members])
+        var = torch.stack([norms.buffer(m, "running_var") for m in members])
         pairs = torch.ones(len(members), len(members), dtype=torch.bool, device=mean.device)
         eps = getattr(members[0], "eps", 1e-5)
         exact = torch.full((len(members),), math.inf, device=mean.device)

@@ -11,10 +11,12 @@ final observation (to bootstrap a truncated return), and the next ``step`` ignor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import torch
+
+from rlnorm.errors import EnvError
 
 
 class TorchVecEnv:
@@ -27,7 +29,9 @@ class TorchVecEnv:
         dtype: floating dtype of observations and rewards.
         single_observation_space: gymnasium's observation space of one sub-env.
         single_action_space: gymnasium's action space of one sub-env.
-        max_episode_steps: truncation limit, as in gymnasium's registration.
+        observation_space, action_space: the batched spaces (gymnasium's ``batch_space``).
+        max_episode_steps: truncation limit, as in gymnasium's registration (read-only;
+            subclasses set ``_max_episode_steps``).
     """
 
     env_id: str
@@ -36,7 +40,14 @@ class TorchVecEnv:
     dtype: torch.dtype
     single_observation_space: gym.spaces.Space
     single_action_space: gym.spaces.Space
-    max_episode_steps: int
+    observation_space: gym.spaces.Space
+    action_space: gym.spaces.Space
+    _max_episode_steps: int
+
+    @property
+    def max_episode_steps(self) -> int:
+        """Steps after which an episode is truncated."""
+        return self._max_episode_steps
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -58,4 +69,22 @@ class TorchVecEnv:
         """Release resources (nothing for pure-torch envs)."""
 
 
-__all__ = ["TorchVecEnv"]
+@runtime_checkable
+class ResumableEnv(Protocol):
+    """An env whose state (physics, episode clocks, random stream) a checkpoint can hold,
+    so a resumed run continues the same episodes; the native envs are resumable."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+def space_shape(space: gym.spaces.Space) -> tuple[int, ...]:
+    """The fixed shape of one element of ``space`` (Box, Discrete, MultiBinary, ...); spaces
+    without one (Dict, Tuple, Text) are refused: rlnorm's networks take flat tensors."""
+    if space.shape is None:
+        raise EnvError(f"{space} has no fixed shape; rlnorm needs Box or Discrete spaces")
+    return tuple(space.shape)
+
+
+__all__ = ["ResumableEnv", "TorchVecEnv", "space_shape"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ class LastBatch:
     last_mean: torch.Tensor
     last_invstd: torch.Tensor
 
-    def register_last_batch(self, num_features: int, eps: float, **factory: object) -> None:
+    def register_last_batch(self, num_features: int, eps: float, **factory: Any) -> None:
         """Create the two buffers (call from ``__init__``)."""
         invstd = torch.full((num_features,), (1 + eps) ** -0.5, **factory)
         self.register_buffer("last_mean", torch.zeros(num_features, **factory))  # type: ignore[attr-defined]
@@ -75,7 +76,7 @@ class GuardedBatchNorm1d(BatchGuard, LastBatch, nn.BatchNorm1d):
     layers without running statistics run torch's own forward.
     """
 
-    def __init__(self, num_features: int, *args: object, **kwargs: object) -> None:
+    def __init__(self, num_features: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(num_features, *args, **kwargs)
         factory = {k: kwargs[k] for k in ("device", "dtype") if k in kwargs}
         self.register_last_batch(num_features, self.eps, **factory)
@@ -127,6 +128,10 @@ class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
     paper's schedule a CartPole run would end inside it. A warm-up longer than the run
     makes the layer plain BatchNorm throughout; :func:`rlnorm.audit.audit` reports that.
     """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
@@ -182,11 +187,16 @@ class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
                 d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)
                 n = input.numel() / input.shape[1]
                 # momentum None: cumulative average over every batch, as in torch's BatchNorm
-                weight = self.momentum
-                if weight is None:
-                    weight = 1.0 / (self.num_batches_tracked + 1).to(batch_mean.dtype)
-                self.running_mean.lerp_(batch_mean, weight)
-                self.running_var.lerp_(batch_var * n / max(n - 1, 1), weight)
+                weight: float | torch.Tensor = (
+                    1.0 / (self.num_batches_tracked + 1).to(batch_mean.dtype)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                for running, batch in (
+                    (self.running_mean, batch_mean),
+                    (self.running_var, batch_var * n / max(n - 1, 1)),
+                ):
+                    running.lerp_(batch, weight)
                 self.num_batches_tracked += 1
                 self.record_batch(batch_mean, batch_std.reciprocal())
             x_hat = (input - self._shape(batch_mean, input)) / self._shape(batch_std, input)

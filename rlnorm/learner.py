@@ -36,10 +36,11 @@ from rlnorm.agent import Agent, OffPolicy, OnPolicy
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
-from rlnorm.env import TorchVecEnv
+from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
 from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler
+from rlnorm.replay import ReplayBuffer
 from rlnorm.rollout import EvalResult, Rollout, RolloutManager
 from rlnorm.safety import training
 
@@ -58,6 +59,23 @@ class TrainResult:
     final_eval: EvalResult
     env_steps: int
     wall_time: float
+
+
+def _replay(agent: Agent) -> ReplayBuffer | None:
+    """The replay buffer an off-policy agent keeps as ``agent.replay`` (None: it has none)."""
+    replay = getattr(agent, "replay", None)
+    if replay is not None and not isinstance(replay, ReplayBuffer):
+        raise ConfigError(f"{agent.name}.replay is a {type(replay).__name__}, not a ReplayBuffer")
+    return replay
+
+
+def _next_multiple(due: int | None, every: int, now: int) -> int | None:
+    """The first of ``due, due + every, ...`` after ``now`` (``None``: never due)."""
+    if due is None:
+        return None
+    while due <= now:
+        due += every
+    return due
 
 
 class Learner:
@@ -84,7 +102,7 @@ class Learner:
         self.quiet = quiet
         cfg = config.train
         if cfg.normalize_obs and agent.obs_normalizer is None:
-            shape = tuple(env.single_observation_space.shape)
+            shape = space_shape(env.single_observation_space)
             agent.obs_normalizer = ObservationNormalizer(shape).to(agent.device)
         scaler = (
             RewardScaler(env.num_envs, cfg.reward_gamma).to(env.device)
@@ -112,11 +130,10 @@ class Learner:
         state: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
         if self.env.device.type == "cuda":
             state["rng.cuda"] = torch.cuda.get_rng_state(self.env.device)
-        env_state = getattr(self.env, "state_dict", None)
-        if env_state is not None:
-            state.update({f"env.{k}": v for k, v in env_state().items()})
+        if isinstance(self.env, ResumableEnv):
+            state.update({f"env.{k}": v for k, v in self.env.state_dict().items()})
         state.update({f"rollout.{k}": v for k, v in self.rollouts.state_dict().items()})
-        replay = getattr(self.agent, "replay", None)
+        replay = _replay(self.agent)
         if replay is not None:
             state.update({f"replay.{k}": v for k, v in replay.state_dict().items()})
         return state
@@ -187,7 +204,7 @@ class Learner:
         torch.set_rng_state(parts["rng"]["torch"].cpu())
         if "cuda" in parts["rng"]:
             torch.cuda.set_rng_state(parts["rng"]["cuda"].cpu(), self.env.device)
-        if "env" in parts:
+        if "env" in parts and isinstance(self.env, ResumableEnv):
             self.env.load_state_dict(parts["env"])
         else:
             warnings.warn(
@@ -199,8 +216,9 @@ class Learner:
             self.rollouts.reset(seed=self.config.seed + self.env_steps)
             parts["rollout"].pop("obs", None)
         self.rollouts.load_state_dict(parts["rollout"])
-        if "replay" in parts:
-            self.agent.replay.load_state_dict(parts["replay"])
+        replay = _replay(self.agent)
+        if "replay" in parts and replay is not None:
+            replay.load_state_dict(parts["replay"])
         self._restored = None
 
     # -- evaluation ------------------------------------------------------------------------
@@ -293,10 +311,13 @@ class Learner:
         self.env_steps += rollout.num_steps
         progress = min(1.0, self.env_steps / self.config.train.total_steps)
         if isinstance(collection, OffPolicy):
-            self.agent.replay.add(rollout)
+            replay = _replay(self.agent)
+            if replay is None:
+                raise ConfigError(f"off-policy agent {self.agent.name} has no replay buffer")
+            replay.add(rollout)
             if self.env_steps < collection.learning_starts:
                 return {}
-            batch: Any = self.agent.replay
+            batch: Rollout | ReplayBuffer = replay
         else:
             batch = rollout
         diagnostics = self.norm_diagnostics
@@ -324,7 +345,9 @@ class Learner:
         for train-mode BatchNorm)."""
         obs = batch.obs if isinstance(batch, Rollout) else batch.sample(256).obs
         return (
-            obs.reshape(-1, *self.env.single_observation_space.shape).to(torch.float32).flatten(1)
+            obs.reshape(-1, *space_shape(self.env.single_observation_space))
+            .to(torch.float32)
+            .flatten(1)
         )
 
     def _audit(self, progress: float, watch: Any) -> None:
@@ -385,11 +408,11 @@ class Learner:
                 save = self.next_checkpoint is not None and self.env_steps >= self.next_checkpoint
                 if evaluate:
                     self._evaluate(cfg.eval_episodes)
-                    while self.next_eval <= self.env_steps:
-                        self.next_eval += cfg.eval_every
+                    self.next_eval = _next_multiple(self.next_eval, cfg.eval_every, self.env_steps)
                 if save:
-                    while self.next_checkpoint <= self.env_steps:
-                        self.next_checkpoint += cfg.checkpoint_every
+                    self.next_checkpoint = _next_multiple(
+                        self.next_checkpoint, cfg.checkpoint_every, self.env_steps
+                    )
                 if evaluate or save:
                     self.monitor.flush(self.env_steps)  # a resumed run continues after them
                     self._checkpoint()

@@ -43,7 +43,7 @@ class StreamNorm(nn.ModuleList):
     converge to that stream's own distribution.
     """
 
-    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:
         if not 0 <= stream < len(self):
             raise ValueError(
                 f"stream={stream} but this layer has {len(self)} streams (0..{len(self) - 1})"
@@ -54,7 +54,7 @@ class StreamNorm(nn.ModuleList):
 class MLP(nn.Sequential):
     """A Sequential whose :class:`StreamNorm` layers are told which stream is passing."""
 
-    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, input: torch.Tensor, stream: int = 0) -> torch.Tensor:
         for layer in self:
             input = layer(input, stream) if isinstance(layer, StreamNorm) else layer(input)
         return input
@@ -194,5 +194,5 @@ def orthogonal_init(
                 layer.weight = weight  # through the parametrization's right inverse (g, v)
             else:
                 layer.weight.copy_(weight)
-        if getattr(layer, "bias", None) is not None:
+        if layer.bias is not None:
             nn.init.zeros_(layer.bias)

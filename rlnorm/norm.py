@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
+import torch
 from torch import nn
 
 from rlnorm.errors import UnknownNameError
@@ -94,6 +96,14 @@ def uses_running_statistics(module: nn.Module) -> bool:
     )
 
 
+def buffer(layer: nn.Module, name: str) -> torch.Tensor:
+    """The tensor ``layer.<name>`` (a running statistic, a step count), typed as one."""
+    value = getattr(layer, name)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__}.{name} is not a tensor")
+    return value
+
+
 def use_cumulative_statistics(module: nn.Module) -> None:
     """Make every mode-dependent norm layer in ``module`` average its statistics over all
     batches seen (torch's ``momentum=None``) instead of an exponential moving average.
@@ -104,7 +114,7 @@ def use_cumulative_statistics(module: nn.Module) -> None:
     for m in module.modules():
         kind = kind_of(m)
         if kind is not None and kind.mode_dependent and hasattr(m, "momentum"):
-            m.momentum = None
+            cast(Any, m).momentum = None  # a plain attribute of the norm layer
 
 
 register(

@@ -28,6 +28,10 @@ class RunningMoments(nn.Module):
     """Running mean and variance of a stream of batches (Chan et al.'s parallel update),
     kept in float64 so that millions of updates do not lose precision."""
 
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
@@ -83,6 +87,8 @@ class RewardScaler(nn.Module):
     The running return of each sub-env restarts at every episode end. Rewards are scaled,
     not centred, so the sign of a reward (and the meaning of a terminal state) is kept.
     """
+
+    returns: torch.Tensor
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8) -> None:
         super().__init__()

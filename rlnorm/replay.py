@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
+from rlnorm.env import space_shape
 from rlnorm.rollout import Rollout
 
 _FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
@@ -60,7 +61,7 @@ class ReplayBuffer:
         discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dtype = torch.int64 if discrete else torch.float32
         rows = capacity + 1  # the last row is scratch space for invalid steps
-        obs_shape, action_shape = tuple(observation_space.shape), tuple(action_space.shape)
+        obs_shape, action_shape = space_shape(observation_space), space_shape(action_space)
         self.storage = {
             "obs": torch.zeros((rows, *obs_shape), dtype=obs_dtype, device=self.device),
             "actions": torch.zeros((rows, *action_shape), dtype=action_dtype, device=self.device),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rlnorm.agent import ActOutput, Agent
-from rlnorm.env import TorchVecEnv
+from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import EnvError, NonFiniteError
 from rlnorm.normalize import RewardScaler
 from rlnorm.safety import acting
@@ -75,7 +75,7 @@ class EvalResult:
 
 
 def _check_obs(obs: torch.Tensor, env: TorchVecEnv) -> None:
-    expected = (env.num_envs, *env.single_observation_space.shape)
+    expected = (env.num_envs, *space_shape(env.single_observation_space))
     if tuple(obs.shape) != expected:
         raise EnvError(
             f"{env.env_id} returned observations of shape {tuple(obs.shape)}, expected "
@@ -105,7 +105,7 @@ def uniform_actions(space: gym.spaces.Space, n: int, device: torch.device) -> to
     if isinstance(space, gym.spaces.Box) and space.is_bounded():
         low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
         high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-        return low + (high - low) * torch.rand((n, *space.shape), device=device)
+        return low + (high - low) * torch.rand((n, *space_shape(space)), device=device)
     raise EnvError(f"cannot draw uniform actions from {space}: need Discrete or a bounded Box")
 
 
@@ -237,10 +237,9 @@ class RolloutManager:
         """Step every sub-env ``steps_per_env`` times with the current policy, or with
         actions drawn uniformly from the action space (``random_actions``: an off-policy
         agent's warm-up, which runs no network)."""
-        if self._obs is None:
-            self.reset()
+        obs = self._obs if self._obs is not None else self.reset()
         env, T, n = self.env, steps_per_env, self.env.num_envs
-        obs_buf = torch.empty((T + 1, *self._obs.shape), dtype=self._obs.dtype, device=env.device)
+        obs_buf = torch.empty((T + 1, *obs.shape), dtype=obs.dtype, device=env.device)
         rewards = torch.empty((T, n), dtype=env.dtype, device=env.device)
         terminated = torch.empty((T, n), dtype=torch.bool, device=env.device)
         truncated = torch.empty_like(terminated)
@@ -252,7 +251,6 @@ class RolloutManager:
         extras: dict[str, torch.Tensor] = {}
 
         normalizer = getattr(self.agent, "obs_normalizer", None)
-        obs = self._obs
         for t in range(T):
             if normalizer is not None:
                 normalizer.update(obs)
@@ -292,6 +290,8 @@ class RolloutManager:
         _check_finite("observation", obs_buf)
         self.episode_returns.extend(finished_return[finished].tolist())
         self.episode_lengths.extend(finished_length[finished].tolist())
+        if actions is None:
+            raise ValueError(f"collect needs steps_per_env >= 1, got {steps_per_env}")
         return Rollout(obs_buf, actions, rewards, terminated, truncated, valid, extras)
 
     def evaluate(
@@ -360,7 +360,7 @@ def predict(agent: Agent, obs: Any, deterministic: bool = True) -> Any:
     space: gym.spaces.Space = agent.observation_space
     as_tensor = isinstance(obs, torch.Tensor)
     x = torch.as_tensor(np.asarray(obs) if not as_tensor else obs, device=agent.device)
-    shape = tuple(space.shape)
+    shape = space_shape(space)
     if tuple(x.shape) == shape:
         batch = x.unsqueeze(0)
     elif x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape:

@@ -55,10 +55,10 @@ class TargetNetwork(nn.Module):
         """Polyak-average the parameters, ``target <- (1 - tau) target + tau online``, and
         copy every buffer (running statistics, batch counters: all of them, by position in
         the module tree, not by name). ``tau = 1`` makes the target an exact copy."""
-        for target, source in zip(self.net.parameters(), online.parameters(), strict=True):
-            target.lerp_(source, tau)
-        for target, source in zip(self.net.buffers(), online.buffers(), strict=True):
-            target.copy_(source)
+        for param, source in zip(self.net.parameters(), online.parameters(), strict=True):
+            param.lerp_(source, tau)
+        for buf, online_buf in zip(self.net.buffers(), online.buffers(), strict=True):
+            buf.copy_(online_buf)
 
 
 def critic_pass(
@@ -97,6 +97,8 @@ def critic_pass(
 class StepCounter(nn.Module):
     """Gradient steps taken, as a buffer so that a checkpoint carries it: delayed updates
     (TD3's actor and targets, CrossQ's actor) resume on the same schedule."""
+
+    steps: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -76,6 +76,10 @@ class AlgorithmState(nn.Module):
     learned log entropy coefficient of SAC and CrossQ.
     """
 
+    n_updates: torch.Tensor
+    n_calls: torch.Tensor  # DQN only, as the next two
+    exploration_rate: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.int64))

@@ -38,7 +38,13 @@ def _check_common(config: Any, **ranges: tuple[str, ...]) -> None:
     choices: dict[str, tuple[str, ...]] = {"learning_rate_schedule": _SCHEDULES}
     if hasattr(config, "norm_update"):
         choices |= {"norm_update": ("frozen", "batch"), "norm_statistics": ("cumulative", "ema")}
-    check_ranges(config, choices=choices, **ranges)
+    check_ranges(
+        config,
+        choices=choices,
+        positive=ranges.get("positive", ()),
+        non_negative=ranges.get("non_negative", ()),
+        unit_interval=ranges.get("unit_interval", ()),
+    )
 
 
 def _check_off_policy(config: Any, **ranges: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ one env's action never depends on the others in the batch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +22,7 @@ from rlnorm.agent import ActOutput, OffPolicy
 from rlnorm.agents.sb3.agent import SB3Agent
 from rlnorm.agents.sb3.configs import SB3CrossQConfig, SB3DQNConfig, SB3SACConfig, SB3TD3Config
 from rlnorm.agents.sb3.policies import dqn_policy, sac_policy, td3_policy
+from rlnorm.env import space_shape
 from rlnorm.replay import ReplayBuffer
 
 
@@ -39,7 +40,7 @@ class ReplayView:
 
         self.replay, self.samples = replay, ReplayBufferSamples
         self.box = isinstance(action_space, gym.spaces.Box)
-        if self.box:
+        if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=replay.device)
             self.high = torch.as_tensor(
                 action_space.high, dtype=torch.float32, device=replay.device
@@ -66,7 +67,7 @@ class SB3OffPolicy(SB3Agent):
     """SAC, TD3, CrossQ and DQN: the learner fills :attr:`replay` (rlnorm's), SB3's
     ``train(gradient_steps, batch_size)`` samples it through a :class:`ReplayView`."""
 
-    action_spaces = (gym.spaces.Box,)
+    action_spaces: ClassVar[tuple[type[gym.spaces.Space], ...]] = (gym.spaces.Box,)
 
     def _before_setup(self) -> None:
         cfg = self.config
@@ -115,7 +116,7 @@ class SB3MaxEntropy(SB3ActorCritic):
     def _extra_kwargs(self) -> dict[str, Any]:
         # The default target entropy, -dim(A): SB3 reads its "auto" off an env, which an
         # adapter does not have.
-        return {"target_entropy": -float(np.prod(self.action_space.shape))}
+        return {"target_entropy": -float(np.prod(space_shape(self.action_space)))}
 
     def _after_setup(self) -> None:
         """Move a learned log entropy coefficient (a bare tensor of the SB3 algorithm) into
@@ -178,7 +179,7 @@ class SB3DQN(SB3OffPolicy):
     name = "sb3:DQN"
     algorithm = "DQN"
     Config = SB3DQNConfig
-    action_spaces = (gym.spaces.Discrete,)
+    action_spaces: ClassVar[tuple[type[gym.spaces.Space], ...]] = (gym.spaces.Discrete,)
 
     def _policy_class(self, base: type) -> type:
         return dqn_policy(base, self.kind)
@@ -203,7 +204,7 @@ class SB3DQN(SB3OffPolicy):
         if deterministic:
             return ActOutput(greedy)
         explore = torch.rand(greedy.shape, device=greedy.device) < self.state.exploration_rate
-        random = torch.randint_like(greedy, int(self.action_space.n))
+        random = torch.randint_like(greedy, gym.spaces.flatdim(self.action_space))
         return ActOutput(torch.where(explore, random, greedy))
 
     def update(self, batch: ReplayBuffer, progress: float) -> dict[str, float]:

@@ -20,6 +20,7 @@ from rlnorm.agent import ActOutput, OnPolicy
 from rlnorm.agents.sb3.agent import SB3Agent
 from rlnorm.agents.sb3.configs import SB3A2CConfig, SB3PPOConfig
 from rlnorm.agents.sb3.policies import actor_critic_policy
+from rlnorm.env import space_shape
 from rlnorm.rollout import Rollout
 
 
@@ -70,7 +71,7 @@ class SB3OnPolicy(SB3Agent):
         finally:
             policy.freeze_statistics = False
         obs = torch.as_tensor(buffer.observations, device=policy.device)  # train() flattened it
-        obs = obs.reshape(-1, *self.observation_space.shape)[: buffer.buffer_size]
+        obs = obs.reshape(-1, *space_shape(self.observation_space))[: buffer.buffer_size]
         if obs.shape[0] > 1:  # a train-mode BatchNorm pass needs a batch
             policy.set_training_mode(True)
             with torch.no_grad():

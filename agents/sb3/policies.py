@@ -38,7 +38,7 @@ def normalize_hidden(
     i = 0
     while i < len(modules):
         module = modules[i]
-        if i not in hidden:
+        if i not in hidden or not isinstance(module, nn.Linear):
             layers.append(module)
             i += 1
             continue
@@ -54,10 +54,11 @@ def normalize_hidden(
 def _normalize_critics(critic: nn.Module, kind: norms.NormKind) -> None:
     """Normalize each Q-network of an SB3 critic (registered as ``qf<i>`` and listed in
     ``q_networks``: both must see the new net)."""
-    for i, q_net in enumerate(critic.q_networks):
-        q_net = normalize_hidden(q_net, kind, has_output=True)
-        critic.add_module(f"qf{i}", q_net)
-        critic.q_networks[i] = q_net
+    q_networks: list[nn.Sequential] = critic.q_networks  # type: ignore[assignment]
+    for i, q_net in enumerate(q_networks):
+        normalized = normalize_hidden(q_net, kind, has_output=True)
+        critic.add_module(f"qf{i}", normalized)
+        q_networks[i] = normalized
 
 
 def set_statistics_mode(module: nn.Module, mode: bool) -> None:
@@ -73,7 +74,7 @@ def set_statistics_mode(module: nn.Module, mode: bool) -> None:
 def actor_critic_policy(base: type, kind: norms.NormKind) -> type:
     """SB3's ActorCriticPolicy (PPO, A2C) with ``kind`` in its policy and value MLPs."""
 
-    class NormalizedActorCriticPolicy(base):  # type: ignore[misc, valid-type]
+    class NormalizedActorCriticPolicy(base):
         #: set by the adapter during ``train()`` when its ``norm_update`` is ``"frozen"``
         freeze_statistics = False
 
@@ -96,7 +97,7 @@ def sac_policy(base: type, kind: norms.NormKind) -> type:
     """SB3's SACPolicy or sb3-contrib's CrossQPolicy with ``kind`` in the actor's latent MLP
     and every critic; CrossQ's mode switches reach rlnorm's norm layers."""
 
-    class NormalizedSACPolicy(base):  # type: ignore[misc, valid-type]
+    class NormalizedSACPolicy(base):
         def make_actor(self, features_extractor: Any = None) -> Any:
             actor = super().make_actor(features_extractor)
             actor.latent_pi = normalize_hidden(actor.latent_pi, kind, has_output=False)
@@ -118,7 +119,7 @@ def td3_policy(base: type, kind: norms.NormKind) -> type:
     """SB3's TD3Policy with ``kind`` in the actor (its last Linear is the action head)
     and every critic."""
 
-    class NormalizedTD3Policy(base):  # type: ignore[misc, valid-type]
+    class NormalizedTD3Policy(base):
         def make_actor(self, features_extractor: Any = None) -> Any:
             actor = super().make_actor(features_extractor)
             actor.mu = normalize_hidden(actor.mu, kind, has_output=True)
@@ -135,7 +136,7 @@ def td3_policy(base: type, kind: norms.NormKind) -> type:
 def dqn_policy(base: type, kind: norms.NormKind) -> type:
     """SB3's DQNPolicy with ``kind`` in the Q-network (online and target)."""
 
-    class NormalizedDQNPolicy(base):  # type: ignore[misc, valid-type]
+    class NormalizedDQNPolicy(base):
         def make_q_net(self) -> Any:
             q_net = super().make_q_net()
             q_net.q_net = normalize_hidden(q_net.q_net, kind, has_output=True)
