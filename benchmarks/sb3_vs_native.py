@@ -42,8 +42,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlnorm import agents, envs
 from rlnorm.agents import sb3
 from rlnorm.cli import main as rlnorm_main
-from rlnorm.config import build_config
-from rlnorm.learner import EVAL_SEED_OFFSET
+from rlnorm.config import build_config, eval_seed
 from rlnorm.rollout import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +125,7 @@ def run_plain_sb3(case: Case, seed: int) -> Result:
     )
     agent.model.policy.load_state_dict(model.policy.state_dict())
     episodes = train["final_eval_episodes"]
-    result = evaluate(agent, eval_env, episodes, seed=seed + EVAL_SEED_OFFSET)
+    result = evaluate(agent, eval_env, episodes, seed=eval_seed(seed))
     return Result(result.mean, result.std, episodes, train_s, model.num_timesteps)
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from rlnorm import agents, checkpoint, config, envs, norm, plot
+from rlnorm import agents, checkpoint, config, envs, norm, plot_command
 from rlnorm.audit import audit_checkpoint, format_findings
 from rlnorm.errors import RlnormError
-from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
+from rlnorm.learner import Learner, TrainResult
 from rlnorm.render import render_episode
 from rlnorm.rollout import evaluate
 
@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
     )
     sub.add_parser("list", help="list agents, environments and normalizations")
-    plot.add_parser(sub)
+    plot_command.add_parser(sub)
     return parser
 
 
@@ -202,13 +202,8 @@ def _train(args: argparse.Namespace) -> int:
     except OSError as e:
         raise RlnormError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
 
-    torch.manual_seed(cfg.seed)
     env, eval_env = _envs(cfg, device)
-    cls = agents.get(cfg.agent)
-    agent = cls(
-        env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm, device
-    )
-    learner = Learner(agent, env, eval_env, cfg, run_dir, quiet=args.quiet)
+    learner = Learner.create(agents.get(cfg.agent), env, eval_env, cfg, run_dir, quiet=args.quiet)
     return _report(cfg, learner.train())
 
 
@@ -286,7 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
     agent = checkpoint.load(path, agents.get, device)
     # Defaults replay the run's own evaluation: same seed, same split of episodes over envs.
     run_config = meta.get("extra", {}).get("run_config", {})
-    seed = args.seed if args.seed is not None else run_config.get("seed", 0) + EVAL_SEED_OFFSET
+    seed = args.seed if args.seed is not None else config.eval_seed(run_config.get("seed", 0))
     num_envs = args.num_envs or run_config.get("train", {}).get("eval_num_envs", 20)
     episodes = args.episodes or run_config.get("train", {}).get("final_eval_episodes", 100)
     backend = run_config.get("backend", "auto")
@@ -380,7 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
-    commands = {"train": _train, "eval": _eval, "audit": _audit, "list": _list, "plot": plot.run}
+    commands = {
+        "train": _train,
+        "eval": _eval,
+        "audit": _audit,
+        "list": _list,
+        "plot": plot_command.run,
+    }
     command = commands[args.command]
     try:
         return command(args)

@@ -158,6 +158,11 @@ class RunConfig:
     agent_config: Any = None
     backend: str = "auto"  # env backend: "auto", "native" or "gymnasium"
 
+    @property
+    def eval_seed(self) -> int:
+        """The seed of this run's evaluation episodes (see :func:`eval_seed`)."""
+        return eval_seed(self.seed)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "agent": self.agent,
@@ -169,6 +174,12 @@ class RunConfig:
             "train": asdict(self.train),
             "agent_config": _plain(asdict(self.agent_config)),
         }
+
+
+def eval_seed(run_seed: int) -> int:
+    """The seed of a run's evaluation episodes: apart from its training seeds (which count up
+    from ``run_seed``), and fixed, so ``rlnorm eval`` replays the run's own evaluation."""
+    return run_seed + 1_000_003
 
 
 def _plain(value: Any) -> Any:

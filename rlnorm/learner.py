@@ -44,9 +44,6 @@ from rlnorm.replay import ReplayBuffer
 from rlnorm.rollout import EvalResult, Rollout, RolloutManager
 from rlnorm.safety import training
 
-#: Evaluation episodes are seeded with the run seed plus this, apart from training seeds.
-EVAL_SEED_OFFSET = 1_000_003
-
 
 @dataclass
 class TrainResult:
@@ -69,6 +66,15 @@ def _replay(agent: Agent) -> ReplayBuffer | None:
     return replay
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one (``cuda`` and ``cuda:<current>`` are)."""
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        return (a.index or torch.cuda.current_device()) == (b.index or torch.cuda.current_device())
+    return a.index == b.index or a.type == "cpu"
+
+
 def _next_multiple(due: int | None, every: int, now: int) -> int | None:
     """The first of ``due, due + every, ...`` after ``now`` (``None``: never due)."""
     if due is None:
@@ -82,7 +88,31 @@ class Learner:
     """Trains ``agent`` on ``env`` as ``config.train`` says, writing into ``run_dir``.
 
     Call :meth:`restore` with a checkpoint of the same run before :meth:`train` to resume.
+    :meth:`create` builds a seeded agent for the run first; the agent and both envs must
+    live on one device.
     """
+
+    @classmethod
+    def create(
+        cls,
+        agent_cls: type[Agent],
+        env: TorchVecEnv,
+        eval_env: TorchVecEnv,
+        config: RunConfig,
+        run_dir: str | Path,
+        quiet: bool = False,
+    ) -> Learner:
+        """A learner with a fresh ``agent_cls`` agent whose initial weights, like everything
+        the run draws from torch's global generator, follow from ``config.seed``."""
+        torch.manual_seed(config.seed)
+        agent = agent_cls(
+            env.single_observation_space,
+            env.single_action_space,
+            config.agent_config,
+            config.norm,
+            env.device,
+        )
+        return cls(agent, env, eval_env, config, run_dir, quiet)
 
     def __init__(
         self,
@@ -97,6 +127,12 @@ class Learner:
             raise ConfigError(
                 f"{agent.name}: collection must be OnPolicy or OffPolicy, got {agent.collection!r}"
             )
+        for name, device in (("env", env.device), ("eval_env", eval_env.device)):
+            if not _same_device(agent.device, device):
+                raise ConfigError(
+                    f"the agent is on {agent.device} but the {name} on {device}: acting and "
+                    "collection keep every tensor on the env's device; build both on one"
+                )
         self.agent, self.config, self.env = agent, config, env
         self.run_dir = Path(run_dir)
         self.quiet = quiet
@@ -223,8 +259,7 @@ class Learner:
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluate(self, episodes: int) -> EvalResult:
-        # A fixed seed per run: `rlnorm eval` replays the same episodes from the checkpoint.
-        seed = self.config.seed + EVAL_SEED_OFFSET
+        seed = self.config.eval_seed
         result = self.rollouts.evaluate(episodes, seed=seed)
         record = {
             "step": self.env_steps,

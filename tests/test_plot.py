@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlnorm import plot
+from rlnorm import plot, plot_command
 from rlnorm.errors import ConfigError, RlnormError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -165,7 +165,7 @@ def test_plot_runs_writes_a_png(study: Path, tmp_path: Path) -> None:
 
 def test_cli_command(study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="rlnorm")
-    plot.add_parser(parser.add_subparsers(dest="command"))
+    plot_command.add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "lr.png"
     args = parser.parse_args(
         [
@@ -180,7 +180,7 @@ def test_cli_command(study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
             "by seed",
         ]
     )
-    assert plot.run(args) == 0
+    assert plot_command.run(args) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     png_size(out)
 
