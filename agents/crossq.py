@@ -40,26 +40,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 
 from rlnorm import norm as norms
+from rlnorm.agents import offpolicy
 from rlnorm.agents.base import register
-from rlnorm.agents.offpolicy import (
-    OffPolicyAgent,
-    OffPolicyConfig,
-    SquashedGaussianActor,
-    Temperature,
-    adam,
-    check_off_policy,
-    flat,
-    mlp_critics,
-    optimize,
-)
+from rlnorm.agents.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, optimize
 from rlnorm.nets import crossq_layout, joint_forward
 from rlnorm.replay import Transitions
-from rlnorm.safety import frozen_statistics, label_layers
-from rlnorm.targets import StepCounter
 
 
 @dataclass
@@ -78,7 +66,7 @@ class CrossQConfig(OffPolicyConfig):
     bn_placement: str = "crossq"  # "crossq" (sbx's layout) or "hidden" (module docstring)
 
     def __post_init__(self) -> None:
-        check_off_policy(
+        offpolicy.check_off_policy(
             self,
             choices={"bn_placement": ("crossq", "hidden")},
             positive=(
@@ -95,61 +83,39 @@ class CrossQConfig(OffPolicyConfig):
 
 @register
 class CrossQ(OffPolicyAgent):
-    """CrossQ with an MLP squashed-Gaussian actor and ``n_critics`` MLP critics."""
+    """CrossQ with an MLP squashed-Gaussian actor and ``n_critics`` MLP critics, and no
+    target network: the critic bootstraps from its own joint pass."""
 
     name = "crossq"
     Config = CrossQConfig
     module_names = ("actor", "critic", "temperature", "counter")
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        config: CrossQConfig,
-        norm: str,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(observation_space, action_space, config, norm, device)
-        cfg = config
+    def build(self, cfg: CrossQConfig, norm: str) -> None:
         self.target_entropy = -float(self.action_dim)
         self.critic_streams = "joint"  # always: CrossQ's one pass over (s, a) and (s', a')
-
         layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
-        self.actor = SquashedGaussianActor(
+        self.actor = offpolicy.SquashedGaussianActor(
             self.obs_dim, self.action_dim, cfg.actor_hidden, norm, cfg.activation, **layout
         ).to(self.device)
-        self.critic = mlp_critics(
-            cfg.n_critics,
-            self.obs_dim + self.action_dim,
-            cfg.critic_hidden,
-            norm,
-            cfg.activation,
-            "joint",
-            **layout,
-        ).to(self.device)
+        self.critic = self._mlp_critics(cfg.critic_hidden, norm, "joint", **layout)
         for layer in [*self.actor.modules(), *self.critic.modules()]:
             if (kind := norms.kind_of(layer)) is not None and kind.name == "batch_renorm":
                 layer.warmup_steps = cfg.renorm_warmup_steps
-        self.temperature = Temperature(cfg.init_alpha).to(self.device)
-        self.counter = StepCounter().to(self.device)
+        self.temperature = offpolicy.Temperature(cfg.init_alpha).to(self.device)
 
         betas = (cfg.adam_beta1, 0.999)
         self.actor_optimizer = adam(self.actor, cfg.actor_lr, betas)
         self.critic_optimizer = adam(self.critic, cfg.critic_lr, betas)
         self.alpha_optimizer = adam(self.temperature, cfg.alpha_lr, betas)
-        label_layers(self.modules())
 
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
-        actions = self.scale.from_env(batch.actions)
+        obs, next_obs, inputs = self._unpack(batch)
         alpha = self.temperature().detach()
 
         # 1. Critic: one train-mode pass over (s, a) and (s', a') merged; no target network.
-        with torch.no_grad(), frozen_statistics(self.actor):
-            next_actions, next_log_prob = self.actor.sample(next_obs)
-        inputs = torch.cat([obs, actions], -1)
-        next_inputs = torch.cat([next_obs, next_actions], -1)
+        #    a' ~ pi(.|s') is drawn with the actor's statistics frozen, as in SAC.
+        next_inputs, next_log_prob = self._soft_next_inputs(next_obs)
         q, next_q = joint_forward(self.critic, inputs, next_inputs)
         next_v = next_q.detach().min(-1).values - alpha * next_log_prob
         target = batch.rewards + cfg.gamma * ~batch.terminated * next_v
@@ -161,19 +127,10 @@ class CrossQ(OffPolicyAgent):
             "train/alpha": alpha,
         }
 
-        # 2. Delayed: actor and temperature, the critic in eval mode (statistics frozen).
+        # 2. Delayed: actor and temperature, the critic in eval mode (statistics frozen: the
+        #    (s, pi(s)) batch is neither of the streams it was normalized on).
         step = self.counter.tick()
         if step % cfg.policy_delay == 0:
-            new_actions, log_prob = self.actor.sample(obs)
-            with frozen_statistics(self.critic):
-                q_pi = self.critic(torch.cat([obs, new_actions], -1)).min(-1).values
-            actor_loss = (alpha * log_prob - q_pi).mean()
-            optimize(self.actor_optimizer, actor_loss)
-            metrics["loss/actor_loss"] = actor_loss.detach()
-            metrics["train/entropy"] = -log_prob.detach().mean()
-            if cfg.autotune_alpha:
-                alpha_loss = self.temperature.loss(log_prob, self.target_entropy)
-                optimize(self.alpha_optimizer, alpha_loss)
-                metrics["loss/alpha_loss"] = alpha_loss.detach()
+            metrics |= self._soft_actor_step(obs, alpha)
 
         return metrics | self._critic_diagnostics(inputs, next_inputs, step)

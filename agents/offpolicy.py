@@ -31,6 +31,8 @@ from rlnorm.agents.base import ActOutput, Agent, OffPolicy, check_ranges
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp
 from rlnorm.replay import ReplayBuffer, Transitions
+from rlnorm.safety import frozen_statistics, label_layers
+from rlnorm.targets import StepCounter
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -259,20 +261,23 @@ def mean_metrics(steps: list[dict[str, torch.Tensor | float]]) -> dict[str, floa
 
 
 class OffPolicyAgent(Agent):
-    """An agent that learns from a replay buffer; a subclass builds ``actor`` and ``critic``
-    (and their optimizers) after ``super().__init__`` and writes :meth:`_gradient_step`.
+    """An agent that learns from a replay buffer. A subclass builds its networks and their
+    optimizers in :meth:`build` (at least ``actor``, ``critic``, ``actor_optimizer`` and
+    ``critic_optimizer``) and writes :meth:`_gradient_step`, the algorithm.
 
     ``module_names`` lists the attributes that are the agent's modules, in checkpoint order.
-    An agent with an entropy temperature also sets ``alpha_optimizer``, checkpointed when
-    the config's ``autotune_alpha`` is on.
+    An agent with an entropy temperature (``temperature``, ``target_entropy``) also sets
+    ``alpha_optimizer``, checkpointed while the config's ``autotune_alpha`` is on.
     """
 
     module_names: ClassVar[tuple[str, ...]]
 
-    actor: nn.Module
+    actor: Any
     critic: nn.Module
     actor_optimizer: torch.optim.Optimizer
     critic_optimizer: torch.optim.Optimizer
+    temperature: Temperature  # SAC, CrossQ
+    target_entropy: float  # SAC, CrossQ
 
     def __init__(
         self,
@@ -290,6 +295,23 @@ class OffPolicyAgent(Agent):
         self.alpha_optimizer: torch.optim.Optimizer | None = None
         #: how the critic reads (s, a) and (s', a'): ``rlnorm.targets.CRITIC_STREAMS``
         self.critic_streams = "separate"
+        #: gradient steps taken, a buffer (checkpointed): schedules delays and diagnostics
+        self.counter = StepCounter().to(self.device)
+        self.build(config, norm)
+        label_layers(self.modules())
+
+    def build(self, cfg: Any, norm: str) -> None:
+        """Create the networks (on ``self.device``) and their optimizers."""
+        raise NotImplementedError
+
+    def _mlp_critics(
+        self, hidden: tuple[int, ...], norm: str, streams: str, **layout: bool
+    ) -> Critics:
+        """``n_critics`` MLP critics on ``cat(s, a)`` (:func:`mlp_critics`), on the device."""
+        cfg, in_dim = self.config, self.obs_dim + self.action_dim
+        n, activation = cfg.n_critics, cfg.activation
+        critics = mlp_critics(n, in_dim, hidden, norm, activation, streams, **layout)
+        return critics.to(self.device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.module_names}
@@ -320,6 +342,48 @@ class OffPolicyAgent(Agent):
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         """One step of the algorithm on a minibatch; returns its metrics."""
         raise NotImplementedError
+
+    # -- pieces of a gradient step ---------------------------------------------------------
+
+    def _unpack(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``s``, ``s'`` and the critic's input ``cat(s, a)`` of a minibatch, as the networks
+        take them (actions in ``[-1, 1]``)."""
+        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
+        return obs, next_obs, torch.cat([obs, self.scale.from_env(batch.actions)], -1)
+
+    def _soft_next_inputs(self, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cat(s', a')`` with ``a' ~ pi(.|s')``, and ``log pi(a'|s')``, for a soft TD target
+        (SAC, CrossQ). Drawn without gradient and with the actor's statistics frozen: the
+        target uses the policy that acts, and the actor's running statistics follow only the
+        states of its own loss."""
+        with torch.no_grad(), frozen_statistics(self.actor):
+            next_actions, next_log_prob = self.actor.sample(next_obs)
+        return torch.cat([next_obs, next_actions], -1), next_log_prob
+
+    def _soft_actor_step(
+        self, obs: torch.Tensor, alpha: torch.Tensor
+    ) -> dict[str, torch.Tensor | float]:
+        """The entropy-regularized actor step and the temperature step (SAC, CrossQ).
+
+        The actor minimizes ``alpha log pi(a|s) - min_j Q_j(s, a)`` with ``a ~ pi(.|s)``
+        reparameterized, the critic's statistics frozen (the ``(s, pi(s))`` batch is a third
+        stream that must not move them); then, with ``autotune_alpha``, ``log alpha`` moves so
+        the entropy tracks ``target_entropy``.
+        """
+        new_actions, log_prob = self.actor.sample(obs)
+        with frozen_statistics(self.critic):
+            q_pi = self.critic(torch.cat([obs, new_actions], -1)).min(-1).values
+        actor_loss = (alpha * log_prob - q_pi).mean()
+        optimize(self.actor_optimizer, actor_loss)
+        metrics: dict[str, torch.Tensor | float] = {
+            "loss/actor_loss": actor_loss.detach(),
+            "train/entropy": -log_prob.detach().mean(),
+        }
+        if self.config.autotune_alpha and self.alpha_optimizer is not None:
+            alpha_loss = self.temperature.loss(log_prob, self.target_entropy)
+            optimize(self.alpha_optimizer, alpha_loss)
+            metrics["loss/alpha_loss"] = alpha_loss.detach()
+        return metrics
 
     def _critic_diagnostics(
         self, inputs: torch.Tensor, next_inputs: torch.Tensor, step: int

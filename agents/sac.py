@@ -35,25 +35,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 
+from rlnorm.agents import offpolicy
 from rlnorm.agents.base import register
-from rlnorm.agents.offpolicy import (
-    OffPolicyAgent,
-    OffPolicyConfig,
-    SquashedGaussianActor,
-    Temperature,
-    adam,
-    check_off_policy,
-    flat,
-    mlp_critics,
-    optimize,
-    resolve_streams,
-)
+from rlnorm.agents.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, optimize
 from rlnorm.replay import Transitions
-from rlnorm.safety import frozen_statistics, label_layers
-from rlnorm.targets import CRITIC_STREAMS, StepCounter, TargetNetwork, critic_pass
+from rlnorm.targets import CRITIC_STREAMS, TargetNetwork, critic_pass
 
 
 @dataclass
@@ -71,7 +59,7 @@ class SACConfig(OffPolicyConfig):
     critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (module docstring)
 
     def __post_init__(self) -> None:
-        check_off_policy(
+        offpolicy.check_off_policy(
             self,
             choices={"critic_streams": CRITIC_STREAMS},
             positive=("alpha_lr", "init_alpha", "hidden"),
@@ -87,52 +75,27 @@ class SAC(OffPolicyAgent):
     Config = SACConfig
     module_names = ("actor", "critic", "critic_target", "temperature", "counter")
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        config: SACConfig,
-        norm: str,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(observation_space, action_space, config, norm, device)
-        cfg = config
+    def build(self, cfg: SACConfig, norm: str) -> None:
         self.target_entropy = -float(self.action_dim)
-        self.critic_streams = resolve_streams(cfg.critic_streams, norm)
-
-        self.actor = SquashedGaussianActor(
+        self.critic_streams = offpolicy.resolve_streams(cfg.critic_streams, norm)
+        self.actor = offpolicy.SquashedGaussianActor(
             self.obs_dim, self.action_dim, cfg.hidden, norm, cfg.activation
-        )
-        self.critic = mlp_critics(
-            cfg.n_critics,
-            self.obs_dim + self.action_dim,
-            cfg.hidden,
-            norm,
-            cfg.activation,
-            cfg.critic_streams,
-        )
-        self.actor.to(self.device)
-        self.critic.to(self.device)
+        ).to(self.device)
+        self.critic = self._mlp_critics(cfg.hidden, norm, cfg.critic_streams)
         self.critic_target = TargetNetwork(self.critic)
-        self.temperature = Temperature(cfg.init_alpha).to(self.device)
-        self.counter = StepCounter().to(self.device)
+        self.temperature = offpolicy.Temperature(cfg.init_alpha).to(self.device)
 
         self.actor_optimizer = adam(self.actor, cfg.actor_lr)
         self.critic_optimizer = adam(self.critic, cfg.critic_lr)
         self.alpha_optimizer = adam(self.temperature, cfg.alpha_lr)
-        label_layers(self.modules())
 
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
-        actions = self.scale.from_env(batch.actions)
+        obs, next_obs, inputs = self._unpack(batch)
         alpha = self.temperature().detach()
 
         # 1. Critic: soft TD target from the target critics at a' ~ pi(.|s').
-        with torch.no_grad(), frozen_statistics(self.actor):
-            next_actions, next_log_prob = self.actor.sample(next_obs)
-        inputs = torch.cat([obs, actions], -1)
-        next_inputs = torch.cat([next_obs, next_actions], -1)
+        next_inputs, next_log_prob = self._soft_next_inputs(next_obs)
         q, next_q = critic_pass(
             self.critic, self.critic_target, inputs, next_inputs, self.critic_streams
         )
@@ -141,19 +104,9 @@ class SAC(OffPolicyAgent):
         critic_loss = 0.5 * (q - target[:, None]).pow(2).sum(-1).mean()
         optimize(self.critic_optimizer, critic_loss)
 
-        # 2. Actor: reparameterized actions scored by the critics with frozen statistics.
-        new_actions, log_prob = self.actor.sample(obs)
-        with frozen_statistics(self.critic):
-            q_pi = self.critic(torch.cat([obs, new_actions], -1)).min(-1).values
-        actor_loss = (alpha * log_prob - q_pi).mean()
-        optimize(self.actor_optimizer, actor_loss)
-
-        # 3. Temperature: raise alpha when the entropy is below -|A|, lower it above.
-        metrics: dict[str, torch.Tensor | float] = {}
-        if cfg.autotune_alpha:
-            alpha_loss = self.temperature.loss(log_prob, self.target_entropy)
-            optimize(self.alpha_optimizer, alpha_loss)
-            metrics["loss/alpha_loss"] = alpha_loss.detach()
+        # 2.-3. Actor, then temperature: reparameterized actions scored by the critics with
+        #       frozen statistics; alpha rises when the entropy is below -|A|, falls above.
+        metrics = self._soft_actor_step(obs, alpha)
 
         # 4. Targets: Polyak parameters, every buffer copied.
         self.critic_target.update(self.critic, cfg.tau)
@@ -164,9 +117,7 @@ class SAC(OffPolicyAgent):
             | self._critic_diagnostics(inputs, next_inputs, step)
             | {
                 "loss/critic_loss": critic_loss.detach(),
-                "loss/actor_loss": actor_loss.detach(),
                 "train/alpha": alpha,
-                "train/entropy": -log_prob.detach().mean(),
                 "train/q": q.detach().mean(),
             }
         )

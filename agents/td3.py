@@ -43,28 +43,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 from torch import nn
 
 from rlnorm import norm as norms
+from rlnorm.agents import offpolicy
 from rlnorm.agents.base import ActOutput, register
-from rlnorm.agents.offpolicy import (
-    Critics,
-    OffPolicyAgent,
-    OffPolicyConfig,
-    adam,
-    check_off_policy,
-    flat,
-    mlp_critics,
-    optimize,
-    resolve_streams,
-)
+from rlnorm.agents.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, optimize
 from rlnorm.errors import ConfigError
 from rlnorm.nets import MLP, crossq_layout, mlp, resolve_activation
 from rlnorm.replay import Transitions
-from rlnorm.safety import frozen_statistics, label_layers
-from rlnorm.targets import CRITIC_STREAMS, StepCounter, TargetNetwork, critic_pass
+from rlnorm.safety import frozen_statistics
+from rlnorm.targets import CRITIC_STREAMS, TargetNetwork, critic_pass
 
 
 @dataclass
@@ -84,7 +74,7 @@ class TD3Config(OffPolicyConfig):
     critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (rlnorm.targets)
 
     def __post_init__(self) -> None:
-        check_off_policy(
+        offpolicy.check_off_policy(
             self,
             choices={
                 "critic_streams": CRITIC_STREAMS,
@@ -157,52 +147,35 @@ class DDPGCritic(nn.Module):
 
 @register
 class TD3(OffPolicyAgent):
-    """TD3 (and DDPG, as a setting) with MLP actor and critics."""
+    """TD3 (and DDPG, as a setting) with an MLP deterministic actor and ``n_critics`` MLP
+    critics, each with a Polyak-averaged target network that receives every normalization
+    buffer (:class:`rlnorm.targets.TargetNetwork`)."""
 
     name = "td3"
     Config = TD3Config
     module_names = ("actor", "critic", "actor_target", "critic_target", "counter")
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        config: TD3Config,
-        norm: str,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(observation_space, action_space, config, norm, device)
-        cfg, obs_dim, action_dim = config, self.obs_dim, self.action_dim
-        self.critic_streams = resolve_streams(cfg.critic_streams, norm)
-
+    def build(self, cfg: TD3Config, norm: str) -> None:
+        obs_dim, action_dim = self.obs_dim, self.action_dim
+        self.critic_streams = offpolicy.resolve_streams(cfg.critic_streams, norm)
         ddpg = cfg.bn_placement == "ddpg"
         layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
         self.actor = DeterministicActor(obs_dim, action_dim, cfg, norm, ddpg_input=ddpg, **layout)
-        self.critic = (
-            Critics([DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)])
-            if ddpg
-            else mlp_critics(
-                cfg.n_critics,
-                obs_dim + action_dim,
-                cfg.hidden,
-                norm,
-                cfg.activation,
-                cfg.critic_streams,
-                **layout,
-            )
-        )
+        if ddpg:
+            nets = [DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)]
+            self.critic = offpolicy.Critics(nets)
+        else:
+            self.critic = self._mlp_critics(cfg.hidden, norm, cfg.critic_streams, **layout)
         self.actor.to(self.device)
         self.critic.to(self.device)
         self.actor_target = TargetNetwork(self.actor)
         self.critic_target = TargetNetwork(self.critic)
-        self.counter = StepCounter().to(self.device)
 
         self.actor_optimizer = adam(self.actor, cfg.actor_lr)
         self.critic_optimizer = adam(self.critic, cfg.critic_lr)
-        label_layers(self.modules())
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        action = self.actor(flat(obs))
+        action = self.actor(offpolicy.flat(obs))
         if not deterministic:
             noise = self.config.exploration_noise * torch.randn_like(action)
             action = (action + noise).clamp(-1.0, 1.0)
@@ -210,8 +183,7 @@ class TD3(OffPolicyAgent):
 
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
-        actions = self.scale.from_env(batch.actions)
+        obs, next_obs, inputs = self._unpack(batch)
 
         # 1. Critic: TD target from the target critics at the smoothed target action.
         with torch.no_grad():
@@ -220,7 +192,6 @@ class TD3(OffPolicyAgent):
                 -cfg.target_noise_clip, cfg.target_noise_clip
             )
             next_actions = (next_actions + noise).clamp(-1.0, 1.0)
-        inputs = torch.cat([obs, actions], -1)
         next_inputs = torch.cat([next_obs, next_actions], -1)
         q, next_q = critic_pass(
             self.critic, self.critic_target, inputs, next_inputs, self.critic_streams
