@@ -25,7 +25,7 @@ What is specific to normalization:
   policy that acted; after the update one train-mode pass over the rollout refreshes the
   running statistics, before the next rollout acts. The first-minibatch ratio is then 1 to
   float precision for ``batch`` and ``batch_renorm``, with either ``old_log_prob``
-  (``tests/test_ppo.py`` asserts ``|ratio - 1| <= 1e-6``; the measured deviation is 0).
+  (``tests/test_ppo.py`` asserts ``|ratio - 1| <= 1e-6``).
   ``"batch"`` is plain train mode: each minibatch is normalized with its own statistics,
   gradients flow through them, and the policy being optimized is not the one that acted.
 - ``norm_statistics = "cumulative"`` (default) averages running statistics over every
