@@ -26,77 +26,51 @@ activation (``Linear -> ReLU -> norm``); the input layer is added only for batch
 kinds (``batch``, ``batch_renorm``), whose running statistics standardize each input
 feature, since a per-sample norm (``layer``, ``rms``) of a raw state would discard its
 magnitude. ``"hidden"`` is :func:`rlnorm.nets.mlp`'s default, ``Linear -> norm -> ReLU``
-with nothing on the input. Measured on Pendulum-v1 (20k steps, seed 0,
-``benchmarks/results/offpolicy_pendulum.md``): with ``batch_renorm``, ``"hidden"`` ended at
--203.5 (the target is -200), ``"crossq"`` at -148.0, and was at -145 after 5k steps.
+with nothing on the input. ``"crossq"`` is the default because on Pendulum-v1 with
+``batch_renorm`` it met the target where ``"hidden"`` missed it
+(``benchmarks/results/offpolicy_pendulum.md``).
 
 The paper's critic is 2048 units wide (``configs/crossq/paper.yaml``); the default is narrow
-enough to train on a CPU. The squashed-Gaussian actor, the critic ensemble and the
-temperature are SAC's (:mod:`rlnorm.agents.sac`).
+enough to train on a CPU. The replay, the update loop, the squashed-Gaussian actor, the
+critic ensemble and the temperature are the off-policy base's, shared with SAC
+(:mod:`rlnorm.agents.offpolicy`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
-from torch import nn
 
 from rlnorm import norm as norms
-from rlnorm.agent import ActOutput, Agent, OffPolicy
-from rlnorm.agents import register
-from rlnorm.agents.sac import (
-    ActionScale,
-    SquashedGaussianActor,
-    Temperature,
-    check_off_policy,
-    critic_diagnostics,
-    flat,
-    mean_metrics,
-    mlp_critics,
-    num_gradient_steps,
-    optimize,
-)
+from rlnorm.agents import offpolicy, register
+from rlnorm.agents.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, optimize
 from rlnorm.nets import crossq_layout, joint_forward
-from rlnorm.replay import ReplayBuffer, Transitions
-from rlnorm.safety import frozen_statistics, label_layers
-from rlnorm.targets import StepCounter
+from rlnorm.replay import Transitions
 
 
 @dataclass
-class CrossQConfig:
-    """CrossQ hyperparameters (defaults: the CrossQ paper's, critic narrowed for a CPU)."""
+class CrossQConfig(OffPolicyConfig):
+    """CrossQ hyperparameters (defaults: the CrossQ paper's, critic narrowed for a CPU); the
+    shared ones are :class:`~rlnorm.agents.offpolicy.OffPolicyConfig`'s."""
 
-    buffer_size: int = 1_000_000
-    learning_starts: int = 100  # env steps of uniform random actions before any update
-    steps_per_env: int = 1  # steps per sub-env between updates
-    gradient_steps: int = -1  # per update; -1: one per env step collected (update-to-data 1)
-    batch_size: int = 256
-    gamma: float = 0.99
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
     alpha_lr: float = 1e-3
     adam_beta1: float = 0.5  # the paper's: lower momentum for a target-free critic
     init_alpha: float = 1.0
     autotune_alpha: bool = True
     actor_hidden: tuple[int, ...] = (256, 256)
     critic_hidden: tuple[int, ...] = (256, 256)  # the paper: (2048, 2048)
-    activation: str = "relu"
-    n_critics: int = 2
     policy_delay: int = 3  # critic steps per actor (and temperature) step
     renorm_warmup_steps: int = 100_000  # Batch Renorm: train passes as plain BatchNorm (sbx's)
     bn_placement: str = "crossq"  # "crossq" (sbx's layout) or "hidden" (module docstring)
-    diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
 
     def __post_init__(self) -> None:
-        check_off_policy(
+        offpolicy.check_off_policy(
             self,
             choices={"bn_placement": ("crossq", "hidden")},
             positive=(
                 "alpha_lr",
                 "init_alpha",
-                "n_critics",
                 "policy_delay",
                 "renorm_warmup_steps",
                 "actor_hidden",
@@ -107,102 +81,40 @@ class CrossQConfig:
 
 
 @register
-class CrossQ(Agent):
-    """CrossQ with an MLP squashed-Gaussian actor and ``n_critics`` MLP critics."""
+class CrossQ(OffPolicyAgent):
+    """CrossQ with an MLP squashed-Gaussian actor and ``n_critics`` MLP critics, and no
+    target network: the critic bootstraps from its own joint pass."""
 
     name = "crossq"
     Config = CrossQConfig
+    module_names = ("actor", "critic", "temperature", "counter")
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        config: CrossQConfig,
-        norm: str,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(observation_space, action_space, config, norm, device)
-        cfg = config
-        self.scale = ActionScale(action_space, self.device)
-        obs_dim = int(torch.Size(observation_space.shape).numel())
-        action_dim = int(action_space.shape[0])
-        self.target_entropy = -float(action_dim)
-
+    def build(self, cfg: CrossQConfig, norm: str) -> None:
+        self.target_entropy = -float(self.action_dim)
+        self.critic_streams = "joint"  # always: CrossQ's one pass over (s, a) and (s', a')
         layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
-        self.actor = SquashedGaussianActor(
-            obs_dim, action_dim, cfg.actor_hidden, norm, cfg.activation, **layout
+        self.actor = offpolicy.SquashedGaussianActor(
+            self.obs_dim, self.action_dim, cfg.actor_hidden, norm, cfg.activation, **layout
         ).to(self.device)
-        self.critic = mlp_critics(
-            cfg.n_critics,
-            obs_dim + action_dim,
-            cfg.critic_hidden,
-            norm,
-            cfg.activation,
-            "joint",
-            **layout,
-        ).to(self.device)
+        self.critic = self._mlp_critics(cfg.critic_hidden, norm, "joint", **layout)
         for layer in [*self.actor.modules(), *self.critic.modules()]:
             if (kind := norms.kind_of(layer)) is not None and kind.name == "batch_renorm":
                 layer.warmup_steps = cfg.renorm_warmup_steps
-        self.temperature = Temperature(cfg.init_alpha).to(self.device)
-        self.counter = StepCounter().to(self.device)
+        self.temperature = offpolicy.Temperature(cfg.init_alpha).to(self.device)
 
         betas = (cfg.adam_beta1, 0.999)
-        self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer = (
-            torch.optim.Adam(module.parameters(), lr=lr, betas=betas, foreach=True)
-            for module, lr in (
-                (self.actor, cfg.actor_lr),
-                (self.critic, cfg.critic_lr),
-                (self.temperature, cfg.alpha_lr),
-            )
-        )
-        self.replay = ReplayBuffer(cfg.buffer_size, observation_space, action_space, self.device)
-        label_layers(self.modules())
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {
-            "actor": self.actor,
-            "critic": self.critic,
-            "temperature": self.temperature,
-            "counter": self.counter,
-        }
-
-    def acting_modules(self) -> list[nn.Module]:
-        return [self.actor]
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optimizers = {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
-        if self.config.autotune_alpha:
-            optimizers["alpha"] = self.alpha_optimizer
-        return optimizers
-
-    @property
-    def collection(self) -> OffPolicy:
-        return OffPolicy(self.config.steps_per_env, self.config.learning_starts)
-
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        obs = flat(obs)
-        action = self.actor.mode(obs) if deterministic else self.actor.sample(obs)[0]
-        return ActOutput(self.scale.to_env(action))
-
-    def update(self, batch: ReplayBuffer, progress: float) -> dict[str, float]:
-        steps = [
-            self._gradient_step(batch.sample(self.config.batch_size))
-            for _ in range(num_gradient_steps(self.config, batch))
-        ]
-        return mean_metrics(steps)
+        self.actor_optimizer = adam(self.actor, cfg.actor_lr, betas)
+        self.critic_optimizer = adam(self.critic, cfg.critic_lr, betas)
+        self.alpha_optimizer = adam(self.temperature, cfg.alpha_lr, betas)
 
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
-        actions = self.scale.from_env(batch.actions)
+        obs, next_obs, inputs = self._unpack(batch)
         alpha = self.temperature().detach()
 
         # 1. Critic: one train-mode pass over (s, a) and (s', a') merged; no target network.
-        with torch.no_grad(), frozen_statistics(self.actor):
-            next_actions, next_log_prob = self.actor.sample(next_obs)
-        inputs = torch.cat([obs, actions], -1)
-        next_inputs = torch.cat([next_obs, next_actions], -1)
+        #    a' ~ pi(.|s') is drawn with the actor's statistics frozen, as in SAC.
+        next_inputs, next_log_prob = self._soft_next_inputs(next_obs)
         q, next_q = joint_forward(self.critic, inputs, next_inputs)
         next_v = next_q.detach().min(-1).values - alpha * next_log_prob
         target = batch.rewards + cfg.gamma * ~batch.terminated * next_v
@@ -214,22 +126,10 @@ class CrossQ(Agent):
             "train/alpha": alpha,
         }
 
-        # 2. Delayed: actor and temperature, the critic in eval mode (statistics frozen).
+        # 2. Delayed: actor and temperature, the critic in eval mode (statistics frozen: the
+        #    (s, pi(s)) batch is neither of the streams it was normalized on).
         step = self.counter.tick()
         if step % cfg.policy_delay == 0:
-            new_actions, log_prob = self.actor.sample(obs)
-            with frozen_statistics(self.critic):
-                q_pi = self.critic(torch.cat([obs, new_actions], -1)).min(-1).values
-            actor_loss = (alpha * log_prob - q_pi).mean()
-            optimize(self.actor_optimizer, actor_loss)
-            metrics["loss/actor_loss"] = actor_loss.detach()
-            metrics["train/entropy"] = -log_prob.detach().mean()
-            if cfg.autotune_alpha:
-                alpha_loss = -(
-                    self.temperature.log_alpha * (log_prob.detach() + self.target_entropy)
-                ).mean()
-                optimize(self.alpha_optimizer, alpha_loss)
-                metrics["loss/alpha_loss"] = alpha_loss.detach()
+            metrics |= self._soft_actor_step(obs, alpha)
 
-        joint = torch.cat([inputs, next_inputs])
-        return metrics | critic_diagnostics(self.critic, joint, step, cfg.diagnostics_every)
+        return metrics | self._critic_diagnostics(inputs, next_inputs, step)

@@ -11,20 +11,21 @@ What is specific to normalization:
 
 - ``act`` runs in eval mode (the rollout manager guarantees it), ``update`` in train mode.
   With BatchNorm the two modes are two different functions, so the importance ratio at
-  epoch 0 is not 1: the *train/eval gap*. It is logged as ``norm/train_eval_gap`` (KL
+  epoch 0 is not 1: the *train/eval gap*. It is logged as ``norm/gap/policy_kl`` (KL
   between the train-mode and eval-mode policy on the first minibatch) and, on the first
   minibatch of the first epoch, before any gradient step (the parameters have not moved, so
   any deviation from 1 is the gap, not learning): the ratio's mean
-  ``norm/first_minibatch_ratio``, the fraction of it the clipped objective already clips
-  ``norm/first_minibatch_clip_fraction``, and the mean and max of ``|ratio - 1|``
-  (``norm/initial_ratio_deviation``, ``norm/first_minibatch_max_ratio_deviation``).
+  ``norm/ppo/first_minibatch_ratio``, the fraction of it the clipped objective already clips
+  ``norm/ppo/first_minibatch_clip_fraction``, and the mean and max of ``|ratio - 1|``
+  (``norm/ppo/first_minibatch_ratio_deviation``,
+  ``norm/ppo/first_minibatch_max_ratio_deviation``; all in ``docs/metrics.md``).
 - ``norm_update = "frozen"`` makes the two paths one function: during the update every
   mode-dependent norm layer normalizes with its running statistics
   (:func:`rlnorm.safety.frozen_statistics`), so the policy being optimized is exactly the
   policy that acted; after the update one train-mode pass over the rollout refreshes the
   running statistics, before the next rollout acts. The first-minibatch ratio is then 1 to
   float precision for ``batch`` and ``batch_renorm``, with either ``old_log_prob``
-  (``tests/test_ppo.py`` asserts ``|ratio - 1| <= 1e-6``; the measured deviation is 0).
+  (``tests/test_ppo.py`` asserts ``|ratio - 1| <= 1e-6``).
   ``"batch"`` is plain train mode: each minibatch is normalized with its own statistics,
   gradients flow through them, and the policy being optimized is not the one that acted.
 - ``norm_statistics = "cumulative"`` (default) averages running statistics over every
@@ -39,27 +40,18 @@ What is specific to normalization:
   ``norm_update = "batch"`` BatchNorm's gap then shows up as spurious clipping.
   Without a mode-dependent norm all settings coincide.
 
-Why ``frozen`` is the default, measured over 5 seeds (``benchmarks/ppo_norm_update_study.py``,
-``benchmarks/results/ppo_norm_update_study.md``; final deterministic evaluation, mean
-(min to max) over seeds 0-4):
-
-================================  ======================  ========================
-env (steps), ``--norm``           ``frozen``              ``batch`` (train mode)
-================================  ======================  ========================
-CartPole-v1 (150k), batch         500.0 (500 to 500)      73.0 (9.2 to 284.6)
-CartPole-v1 (150k), batch_renorm  500.0 (500 to 500)      310.3 (127.8 to 490.9)
-Acrobot-v1 (80k), batch           -81.7 (-87.3 to -78.2)  -107.5 (-179.6 to -80.3)
-Acrobot-v1 (80k), batch_renorm    -82.8 (-89.5 to -77.8)  -86.4 (-90.6 to -83.8)
-================================  ======================  ========================
-
-With ``frozen`` the first-minibatch ratio deviated by exactly 0 in every update; in train
-mode on Acrobot (minibatches of 64 of 4096 samples) it deviated by 0.052 on average and
-5.3% of the first minibatch was clipped before any step (BatchNorm). On CartPole (one
-minibatch, old log-probabilities recomputed on it) the first ratio is ~1 in train mode too,
-and train mode still fails: the policy it improves (batch statistics) is not the one that
-acts (running statistics). Earlier, on CartPole with 2 seeds
-(``benchmarks/ppo_batchnorm_variants.py``): frozen statistics with an exponential average
-learned and then collapsed on one seed; a cumulative average reached 500 on both.
+Why ``frozen`` is the default (``benchmarks/ppo_norm_update_study.py``, results and
+numbers in ``benchmarks/results/ppo_norm_update_study.md``): over 5 seeds on CartPole-v1
+and Acrobot-v1, with ``batch`` and ``batch_renorm``, it ended better than train mode in
+every setting and its first-minibatch ratio never deviated from 1. In train mode with
+minibatches smaller than the rollout, each normalized with its own statistics, the ratio
+deviates before any step and the clipped objective clips some of the first minibatch for
+nothing. With one minibatch (old log-probabilities recomputed on it) the first ratio is ~1
+in train mode too, and train mode still fails: the policy it improves (batch statistics) is
+not the one that acts (running statistics). Earlier, on CartPole with 2 seeds
+(``benchmarks/ppo_batchnorm_variants.py``, ``benchmarks/results/ppo_batchnorm_variants.md``):
+frozen statistics with an exponential average learned and then collapsed on one seed; a
+cumulative average reached the maximum return on both.
 """
 
 from __future__ import annotations
@@ -76,6 +68,13 @@ from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OnPolicy
 from rlnorm.agents import register
 from rlnorm.config import check_ranges
+from rlnorm.diagnostics import (
+    GAP_POLICY_KL,
+    PPO_FIRST_CLIP_FRACTION,
+    PPO_FIRST_MAX_RATIO_DEVIATION,
+    PPO_FIRST_RATIO,
+    PPO_FIRST_RATIO_DEVIATION,
+)
 from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
@@ -312,7 +311,7 @@ class PPO(Agent):
                 if not diagnostics:
                     # On the first minibatch, before any forward pass whose autograd graph the
                     # diagnostic's buffer restore could invalidate.
-                    diagnostics["norm/train_eval_gap"] = self._train_eval_gap(obs[idx])
+                    diagnostics[GAP_POLICY_KL] = self._train_eval_gap(obs[idx])
                 params = self.actor(obs[idx])
                 dist = self.actor.distribution(params)
                 new_log_prob = log_prob(dist, samples[idx])
@@ -329,7 +328,7 @@ class PPO(Agent):
                 ent = entropy(dist).mean()
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
 
-                if "norm/first_minibatch_ratio" not in diagnostics:
+                if PPO_FIRST_RATIO not in diagnostics:
                     # What the clipped objective reads as policy change before any step: 1 and
                     # no clipping when the update runs the function that acted.
                     diagnostics |= self._first_minibatch_ratio(ratio.detach())
@@ -359,12 +358,10 @@ class PPO(Agent):
         """
         deviation = (ratio - 1).abs()
         return {
-            "norm/first_minibatch_ratio": ratio.mean(),
-            "norm/first_minibatch_clip_fraction": (deviation > self.config.clip_range)
-            .float()
-            .mean(),
-            "norm/first_minibatch_max_ratio_deviation": deviation.max(),
-            "norm/initial_ratio_deviation": deviation.mean(),
+            PPO_FIRST_RATIO: ratio.mean(),
+            PPO_FIRST_CLIP_FRACTION: (deviation > self.config.clip_range).float().mean(),
+            PPO_FIRST_MAX_RATIO_DEVIATION: deviation.max(),
+            PPO_FIRST_RATIO_DEVIATION: deviation.mean(),
         }
 
     def _train_eval_gap(self, obs: torch.Tensor) -> torch.Tensor:

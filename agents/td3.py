@@ -21,70 +21,50 @@ joins at the second hidden layer; the layers after it are not normalized).
 (:func:`rlnorm.nets.crossq_layout`): a batch-dependent norm on the raw input (the state, or
 the critic's ``(s, a)``), then ``Linear -> ReLU -> norm`` for every hidden layer of both.
 ``"hidden"`` is :func:`rlnorm.nets.mlp`'s default, ``Linear -> norm -> ReLU`` with nothing on
-the input. With ``--norm batch`` on Pendulum-v1 (shipped config, seeds 0, 1, 2, 2026-12-01),
-``"crossq"`` ended at -199.6, -176.1, -137.0 (mean -170.9), ``"hidden"`` at -215.5, -205.6,
--141.2 (mean -187.4): better on every seed, as it is for CrossQ.
+the input. ``"crossq"`` is the default because with ``--norm batch`` on Pendulum-v1 it ended
+better than ``"hidden"`` on every seed tried, as it does for CrossQ
+(``benchmarks/results/offpolicy_pendulum.md``).
 
-Normalization is handled as in :mod:`rlnorm.agents.sac`: the critic's ``(s, a)`` and
-``(s', a')`` streams (``critic_streams``), frozen critic statistics in the actor loss,
-targets that run in eval mode and receive every buffer (:mod:`rlnorm.targets`).
+The replay, the update loop and the critic ensemble are the off-policy base's
+(:mod:`rlnorm.agents.offpolicy`). Normalization is handled as in :mod:`rlnorm.agents.sac`:
+the critic's ``(s, a)`` and ``(s', a')`` streams (``critic_streams``), frozen critic
+statistics in the actor loss, targets that run in eval mode and receive every buffer
+(:mod:`rlnorm.targets`).
 
 ``actor_norm_update`` decides which function the actor loss improves. ``"batch"``
 (default): the actor in train mode, its BatchNorm on the minibatch's statistics, while it
 acts on its running statistics. ``"frozen"``: PPO's fix, the actor's norm layers on their
 running statistics during the loss (the very policy that acts), then one train-mode pass
-without gradient to move them. It did not pay: ``--norm batch`` on Pendulum-v1 with the
-shipped config and ``bn_placement = "hidden"``, final 20-episode means for seeds 0, 1, 2
-(2026-12-01): ``batch`` -215.5, -205.6, -141.2 (mean -187.4); ``frozen`` -146.8, -238.0,
--517.1 (mean -300.6).
+without gradient to move them. It did not pay on Pendulum-v1 with ``--norm batch`` over three
+seeds, so ``"batch"`` stays the default (``benchmarks/results/offpolicy_pendulum.md``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 from torch import nn
 
 from rlnorm import norm as norms
-from rlnorm.agent import ActOutput, Agent, OffPolicy
-from rlnorm.agents import register
-from rlnorm.agents.sac import (
-    ActionScale,
-    Critics,
-    check_off_policy,
-    critic_diagnostics,
-    flat,
-    mean_metrics,
-    mlp_critics,
-    num_gradient_steps,
-    optimize,
-    resolve_streams,
-)
+from rlnorm.agent import ActOutput
+from rlnorm.agents import offpolicy, register
+from rlnorm.agents.offpolicy import OffPolicyAgent, OffPolicyConfig, adam, optimize
 from rlnorm.errors import ConfigError
 from rlnorm.nets import MLP, crossq_layout, mlp, resolve_activation
-from rlnorm.replay import ReplayBuffer, Transitions
-from rlnorm.safety import frozen_statistics, label_layers
-from rlnorm.targets import CRITIC_STREAMS, StepCounter, TargetNetwork, critic_pass
+from rlnorm.replay import Transitions
+from rlnorm.safety import frozen_statistics
+from rlnorm.targets import CRITIC_STREAMS, TargetNetwork, critic_pass
 
 
 @dataclass
-class TD3Config:
-    """TD3 hyperparameters (defaults: the TD3 paper's, as stable-baselines3 ships them)."""
+class TD3Config(OffPolicyConfig):
+    """TD3 hyperparameters (defaults: the TD3 paper's, as stable-baselines3 ships them); the
+    shared ones are :class:`~rlnorm.agents.offpolicy.OffPolicyConfig`'s (DDPG:
+    ``n_critics = 1``)."""
 
-    buffer_size: int = 1_000_000
-    learning_starts: int = 100  # env steps of uniform random actions before any update
-    steps_per_env: int = 1  # steps per sub-env between updates
-    gradient_steps: int = -1  # per update; -1: one per env step collected (update-to-data 1)
-    batch_size: int = 256
-    gamma: float = 0.99
     tau: float = 0.005  # Polyak coefficient of the targets
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
     hidden: tuple[int, ...] = (400, 300)
-    activation: str = "relu"
-    n_critics: int = 2  # DDPG: 1
     policy_delay: int = 2  # gradient steps per actor and target update; DDPG: 1
     target_noise: float = 0.2  # target policy smoothing std; DDPG: 0
     target_noise_clip: float = 0.5
@@ -92,17 +72,16 @@ class TD3Config:
     bn_placement: str = "crossq"  # "crossq", "hidden" or "ddpg" (module docstring)
     actor_norm_update: str = "batch"  # "batch" or "frozen" (module docstring)
     critic_streams: str = "joint"  # "joint", "separate" or "per_stream" (rlnorm.targets)
-    diagnostics_every: int = 100  # gradient steps between norm/ diagnostics (0: never)
 
     def __post_init__(self) -> None:
-        check_off_policy(
+        offpolicy.check_off_policy(
             self,
             choices={
                 "critic_streams": CRITIC_STREAMS,
                 "bn_placement": ("crossq", "hidden", "ddpg"),
                 "actor_norm_update": ("frozen", "batch"),
             },
-            positive=("n_critics", "policy_delay", "hidden"),
+            positive=("policy_delay", "hidden"),
             unit_interval=("tau",),
         )
         if min(self.target_noise, self.target_noise_clip, self.exploration_noise) < 0:
@@ -167,95 +146,44 @@ class DDPGCritic(nn.Module):
 
 
 @register
-class TD3(Agent):
-    """TD3 (and DDPG, as a setting) with MLP actor and critics."""
+class TD3(OffPolicyAgent):
+    """TD3 (and DDPG, as a setting) with an MLP deterministic actor and ``n_critics`` MLP
+    critics, each with a Polyak-averaged target network that receives every normalization
+    buffer (:class:`rlnorm.targets.TargetNetwork`)."""
 
     name = "td3"
     Config = TD3Config
+    module_names = ("actor", "critic", "actor_target", "critic_target", "counter")
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Space,
-        action_space: gym.spaces.Space,
-        config: TD3Config,
-        norm: str,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(observation_space, action_space, config, norm, device)
-        cfg = config
-        self.scale = ActionScale(action_space, self.device)
-        obs_dim = int(torch.Size(observation_space.shape).numel())
-        action_dim = int(action_space.shape[0])
-        self.critic_streams = resolve_streams(cfg.critic_streams, norm)
-
+    def build(self, cfg: TD3Config, norm: str) -> None:
+        obs_dim, action_dim = self.obs_dim, self.action_dim
+        self.critic_streams = offpolicy.resolve_streams(cfg.critic_streams, norm)
         ddpg = cfg.bn_placement == "ddpg"
         layout = crossq_layout(norm) if cfg.bn_placement == "crossq" else {}
         self.actor = DeterministicActor(obs_dim, action_dim, cfg, norm, ddpg_input=ddpg, **layout)
-        self.critic = (
-            Critics([DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)])
-            if ddpg
-            else mlp_critics(
-                cfg.n_critics,
-                obs_dim + action_dim,
-                cfg.hidden,
-                norm,
-                cfg.activation,
-                cfg.critic_streams,
-                **layout,
-            )
-        )
+        if ddpg:
+            nets = [DDPGCritic(obs_dim, action_dim, cfg, norm) for _ in range(cfg.n_critics)]
+            self.critic = offpolicy.Critics(nets)
+        else:
+            self.critic = self._mlp_critics(cfg.hidden, norm, cfg.critic_streams, **layout)
         self.actor.to(self.device)
         self.critic.to(self.device)
         self.actor_target = TargetNetwork(self.actor)
         self.critic_target = TargetNetwork(self.critic)
-        self.counter = StepCounter().to(self.device)
 
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=cfg.actor_lr, foreach=True
-        )
-        self.critic_optimizer = torch.optim.Adam(
-            self.critic.parameters(), lr=cfg.critic_lr, foreach=True
-        )
-        self.replay = ReplayBuffer(cfg.buffer_size, observation_space, action_space, self.device)
-        label_layers(self.modules())
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {
-            "actor": self.actor,
-            "critic": self.critic,
-            "actor_target": self.actor_target,
-            "critic_target": self.critic_target,
-            "counter": self.counter,
-        }
-
-    def acting_modules(self) -> list[nn.Module]:
-        return [self.actor]
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
-
-    @property
-    def collection(self) -> OffPolicy:
-        return OffPolicy(self.config.steps_per_env, self.config.learning_starts)
+        self.actor_optimizer = adam(self.actor, cfg.actor_lr)
+        self.critic_optimizer = adam(self.critic, cfg.critic_lr)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        action = self.actor(flat(obs))
+        action = self.actor(offpolicy.flat(obs))
         if not deterministic:
             noise = self.config.exploration_noise * torch.randn_like(action)
             action = (action + noise).clamp(-1.0, 1.0)
         return ActOutput(self.scale.to_env(action))
 
-    def update(self, batch: ReplayBuffer, progress: float) -> dict[str, float]:
-        steps = [
-            self._gradient_step(batch.sample(self.config.batch_size))
-            for _ in range(num_gradient_steps(self.config, batch))
-        ]
-        return mean_metrics(steps)
-
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
-        actions = self.scale.from_env(batch.actions)
+        obs, next_obs, inputs = self._unpack(batch)
 
         # 1. Critic: TD target from the target critics at the smoothed target action.
         with torch.no_grad():
@@ -264,7 +192,6 @@ class TD3(Agent):
                 -cfg.target_noise_clip, cfg.target_noise_clip
             )
             next_actions = (next_actions + noise).clamp(-1.0, 1.0)
-        inputs = torch.cat([obs, actions], -1)
         next_inputs = torch.cat([next_obs, next_actions], -1)
         q, next_q = critic_pass(
             self.critic, self.critic_target, inputs, next_inputs, self.critic_streams
@@ -294,5 +221,4 @@ class TD3(Agent):
             self.critic_target.update(self.critic, cfg.tau)
             metrics["loss/actor_loss"] = actor_loss.detach()
 
-        joint = torch.cat([inputs, next_inputs]) if self.critic_streams == "joint" else inputs
-        return metrics | critic_diagnostics(self.critic, joint, step, cfg.diagnostics_every)
+        return metrics | self._critic_diagnostics(inputs, next_inputs, step)

@@ -11,8 +11,8 @@ minibatch normalized with its own statistics) and seed, run::
 with the shipped config ``configs/ppo/ENV.yaml`` (everything else at its default), one run
 at a time, and write a markdown table: the final deterministic evaluation's mean, min and
 max over seeds, the mean of the best periodic evaluation, the first-minibatch diagnostics
-averaged over every update (``norm/first_minibatch_clip_fraction`` and mean ``|ratio - 1|``,
-``norm/initial_ratio_deviation``) and wall times.
+averaged over every update (``norm/ppo/first_minibatch_clip_fraction`` and mean ``|ratio - 1|``,
+``norm/ppo/first_minibatch_ratio_deviation``) and wall times.
 
 A run whose ``summary.json`` exists under ROOT is not rerun, so an interrupted study
 resumes where it stopped.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 NORMS = ("batch", "batch_renorm")
 MODES = ("frozen", "batch")
-DIAGNOSTICS = ("norm/first_minibatch_clip_fraction", "norm/initial_ratio_deviation")
+DIAGNOSTICS = ("norm/ppo/first_minibatch_clip_fraction", "norm/ppo/first_minibatch_ratio_deviation")
 RLNORM = str(Path(sys.executable).with_name("rlnorm"))
 
 

@@ -14,6 +14,11 @@ Three measurements tell whether the network that acts is the network that traine
 :class:`NormDiagnostics` bundles them for a learner, every ``every`` updates, with a single
 device synchronization per measurement. None of them changes a mode, a running statistic,
 a parameter or a gradient.
+
+Every ``norm/`` metric name is one of the constants below, used by the learner and the
+agents alike: one name for one quantity, whichever agent logs it. ``docs/metrics.md`` is
+their table (meaning, who logs it, when) with the names they replaced. A per-layer value is
+the aggregate's name, ``/``, and the layer's path (``norm/drift/mean/actor.body.1``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,34 @@ from torch import nn
 from rlnorm import norm as norms
 from rlnorm.nets import StreamNorm, joint_sizes
 from rlnorm.safety import train_and_eval_outputs
+
+# -- metric names ----------------------------------------------------------------------------
+
+#: acting modules, train- vs eval-mode output (relative RMS): every agent, from the learner
+GAP_OUTPUT = "norm/gap/output"
+#: KL(train-mode policy || eval-mode policy) on PPO's first minibatch
+GAP_POLICY_KL = "norm/gap/policy_kl"
+#: the critic's train- vs eval-mode output (relative RMS) on its training inputs: off-policy
+GAP_CRITIC = "norm/gap/critic"
+#: running vs last-batch statistics over all layers, mean shift and log-variance ratio
+DRIFT_MEAN = "norm/drift/mean"
+DRIFT_LOG_VAR = "norm/drift/log_var"
+#: the same over the critic's layers only, at the off-policy agents' own cadence
+DRIFT_CRITIC_MEAN = "norm/drift/critic/mean"
+DRIFT_CRITIC_LOG_VAR = "norm/drift/critic/log_var"
+#: the largest distance between the statistics of streams reaching one layer
+STREAM_GAP = "norm/stream_gap"
+#: PPO's importance ratio on its first minibatch, before any gradient step
+PPO_FIRST_RATIO = "norm/ppo/first_minibatch_ratio"
+PPO_FIRST_CLIP_FRACTION = "norm/ppo/first_minibatch_clip_fraction"
+PPO_FIRST_RATIO_DEVIATION = "norm/ppo/first_minibatch_ratio_deviation"  # mean |ratio - 1|
+PPO_FIRST_MAX_RATIO_DEVIATION = "norm/ppo/first_minibatch_max_ratio_deviation"
+
+
+def per_layer(name: str, path: str) -> str:
+    """The metric ``name`` of one layer: ``per_layer(DRIFT_MEAN, "actor.body.1")``."""
+    return f"{name}/{path}"
+
 
 #: The modules to inspect: a module, a mapping of names to modules, an agent (anything
 #: whose ``modules()`` returns such a mapping), or an iterable of modules.
@@ -148,10 +181,10 @@ def _stat_drift(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
             shifts[path], log_vars[path] = drift
     if not shifts:
         return {}
-    out = {"norm/stat_drift": torch.stack(list(shifts.values())).mean()}
-    out["norm/stat_drift_log_var"] = torch.stack(list(log_vars.values())).mean()
-    out |= {f"norm/stat_drift/{p}": v for p, v in shifts.items()}
-    out |= {f"norm/stat_drift_log_var/{p}": v for p, v in log_vars.items()}
+    out = {DRIFT_MEAN: torch.stack(list(shifts.values())).mean()}
+    out[DRIFT_LOG_VAR] = torch.stack(list(log_vars.values())).mean()
+    out |= {per_layer(DRIFT_MEAN, p): v for p, v in shifts.items()}
+    out |= {per_layer(DRIFT_LOG_VAR, p): v for p, v in log_vars.items()}
     return out
 
 
@@ -163,14 +196,14 @@ def stat_drift(modules: Modules) -> dict[str, float]:
     BatchNorm and Batch Renorm layers) are what it last trained with. Per layer, averaged
     over features:
 
-    - ``norm/stat_drift/<path>``: ``|mean_batch - mean_running| / sqrt(var_running + eps)``,
+    - ``norm/drift/mean/<path>``: ``|mean_batch - mean_running| / sqrt(var_running + eps)``,
       the batch mean's distance in running standard deviations;
-    - ``norm/stat_drift_log_var/<path>``: ``|log(var_batch + eps) - log(var_running + eps)|``
+    - ``norm/drift/log_var/<path>``: ``|log(var_batch + eps) - log(var_running + eps)|``
       (log 4 = 1.39: one variance is four times the other). ``var_batch`` is the biased
       variance train mode divides by, ``var_running`` averages unbiased ones, so a batch of
       ``n`` identical to the running statistics still shows ``log(n / (n - 1))``;
 
-    and ``norm/stat_drift``, ``norm/stat_drift_log_var``: their means over the layers. 0
+    and ``norm/drift/mean``, ``norm/drift/log_var``: their means over the layers. 0
     before a layer's first train-mode pass. Layers that do not record their batches
     (torch's own BatchNorm) are left out; empty without any layer.
     """
@@ -362,8 +395,8 @@ def _stream_gap(
         gaps |= {path: gap for path, (gap, _) in watch._gaps().items()}
     if not gaps:
         return {}
-    return {"norm/stream_gap": torch.stack(list(gaps.values())).max()} | {
-        f"norm/stream_gap/{p}": g for p, g in gaps.items()
+    return {STREAM_GAP: torch.stack(list(gaps.values())).max()} | {
+        per_layer(STREAM_GAP, p): g for p, g in gaps.items()
     }
 
 
@@ -450,7 +483,7 @@ class NormDiagnostics:
             return {}
         step = max(1, -(-inputs.shape[0] // self.max_inputs))
         gap = _train_eval_gap(*self._acting, inputs[::step])
-        values = {"norm/train_eval_output_gap": gap} | _stat_drift(self._statistics)
+        values = {GAP_OUTPUT: gap} | _stat_drift(self._statistics)
         watch = self.last_watch if self._watched_update == update else None
         values |= _stream_gap(self._stream_norms, watch)
         return _floats(values)

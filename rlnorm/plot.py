@@ -280,7 +280,7 @@ def plot_runs(
     ``metric`` is the ``eval.jsonl`` field plotted (``"mean"``: the mean evaluation return).
     Runs of different environments are refused unless ``allow_mixed_envs``: their returns are
     on different scales, so one figure of them is most likely a mistake. With ``tags``, the
-    figure has one panel per TensorBoard scalar instead (``"norm/train_eval_gap"``,
+    figure has one panel per TensorBoard scalar instead (``"norm/gap/policy_kl"``,
     ``"charts/episodic_return"``, ...), read from each run's ``tb/``, grouped the same way.
     """
     runs = [load_run(path, metric) for path in find_runs(run_dirs)]

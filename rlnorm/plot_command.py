@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         dest="tags",
         metavar="TAG",
-        help="plot this TensorBoard scalar (e.g. norm/train_eval_gap) from each run's tb/ "
+        help="plot this TensorBoard scalar (e.g. norm/gap/policy_kl) from each run's tb/ "
         "instead of the evaluation return; repeat for one panel per tag",
     )
     parser.add_argument("--title", default=None, help="default: '<agent> on <env id>'")

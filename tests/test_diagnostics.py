@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import rlnorm
+from rlnorm import diagnostics
 from rlnorm import norm as norms
 from rlnorm.diagnostics import (
     NormDiagnostics,
@@ -66,19 +68,19 @@ def test_recording_batchnorm_is_torch_batchnorm_bit_for_bit() -> None:
 @pytest.mark.parametrize("kind", STATISTICS_KINDS)
 def test_drift_is_zero_when_running_statistics_are_the_batch_statistics(kind: str) -> None:
     layer = norms.get(kind).layer(8)
-    assert stat_drift({"net": layer})["norm/stat_drift_log_var"] == pytest.approx(0, abs=1e-6)
+    assert stat_drift({"net": layer})["norm/drift/log_var"] == pytest.approx(0, abs=1e-6)
     layer.momentum = 1.0  # the running statistics become the last batch's
     train_passes(layer, torch.randn(64, 8) * 2 + 3)
     drift = stat_drift({"net": layer})
     assert set(drift) == {
-        "norm/stat_drift",
-        "norm/stat_drift_log_var",
-        "norm/stat_drift/net",
-        "norm/stat_drift_log_var/net",
+        "norm/drift/mean",
+        "norm/drift/log_var",
+        "norm/drift/mean/net",
+        "norm/drift/log_var/net",
     }
-    assert drift["norm/stat_drift"] == pytest.approx(0, abs=1e-6)
+    assert drift["norm/drift/mean"] == pytest.approx(0, abs=1e-6)
     # running_var is unbiased, train mode divides by the biased variance: Bessel's factor
-    assert drift["norm/stat_drift_log_var"] == pytest.approx(math.log(64 / 63), rel=1e-3)
+    assert drift["norm/drift/log_var"] == pytest.approx(math.log(64 / 63), rel=1e-3)
 
 
 @pytest.mark.parametrize("kind", STATISTICS_KINDS)
@@ -95,18 +97,18 @@ def test_drift_of_a_shifted_and_scaled_batch(kind: str) -> None:
     biased = 4 * x.var(0, unbiased=False)  # of 2x + 3, as train mode normalized it
     want_log_var = (torch.log(biased + eps) - torch.log(var + eps)).abs().mean().item()
     drift = stat_drift({"net": nn.Sequential(nn.Linear(8, 8), layer)})
-    assert drift["norm/stat_drift/net.1"] == pytest.approx(want_shift, rel=1e-4)
-    assert drift["norm/stat_drift_log_var/net.1"] == pytest.approx(want_log_var, rel=1e-4)
+    assert drift["norm/drift/mean/net.1"] == pytest.approx(want_shift, rel=1e-4)
+    assert drift["norm/drift/log_var/net.1"] == pytest.approx(want_log_var, rel=1e-4)
     # variance 4x, seen biased (n = 256) against the unbiased running variance
-    assert drift["norm/stat_drift_log_var"] == pytest.approx(math.log(4 * 255 / 256), rel=1e-3)
+    assert drift["norm/drift/log_var"] == pytest.approx(math.log(4 * 255 / 256), rel=1e-3)
 
 
 def test_drift_averages_layers_and_ignores_nets_without_statistics() -> None:
     net = mlp(4, 2, (8, 8), norm="batch")
     train_passes(net, torch.randn(32, 4), torch.randn(32, 4) + 2)
     drift = stat_drift(net)
-    per_layer = [drift["norm/stat_drift/1"], drift["norm/stat_drift/4"]]
-    assert drift["norm/stat_drift"] == pytest.approx(sum(per_layer) / 2)
+    per_layer = [drift["norm/drift/mean/1"], drift["norm/drift/mean/4"]]
+    assert drift["norm/drift/mean"] == pytest.approx(sum(per_layer) / 2)
     assert min(per_layer) > 0
     assert stat_drift(mlp(4, 2, norm="layer")) == {}
 
@@ -145,7 +147,7 @@ def test_diagnostics_have_no_side_effects() -> None:
     after = state(actor) | {f"critic.{k}": v for k, v in state(critic).items()}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert modes == [m.training for m in [*actor.modules(), *critic.modules()]]
-    assert metrics["norm/train_eval_output_gap"] > 0
+    assert metrics["norm/gap/output"] > 0
 
 
 def test_watch_sees_separate_streams_apart_and_one_stream_together() -> None:
@@ -210,7 +212,19 @@ def test_norm_diagnostics_measure_every_k_updates() -> None:
         net(torch.randn(16, 4))
     metrics = diagnostics.measure(3, torch.randn(8, 4))
     assert diagnostics.last_watch is watch and watch.calls == {"policy.1": 2}
-    assert {"norm/train_eval_output_gap", "norm/stat_drift", "norm/stream_gap"} <= set(metrics)
+    assert {"norm/gap/output", "norm/drift/mean", "norm/stream_gap"} <= set(metrics)
     assert all(isinstance(v, float) for v in metrics.values())
     with pytest.raises(ValueError, match="every >= 1"):
         NormDiagnostics(net, [net], every=0)
+
+
+def test_every_norm_metric_name_has_a_row_in_docs_metrics() -> None:
+    names = [
+        value
+        for key, value in vars(diagnostics).items()
+        if key.isupper() and isinstance(value, str) and value.startswith("norm/")
+    ]
+    assert len(names) >= 12
+    table = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    for name in names:
+        assert f"| `{name}` |" in table, name

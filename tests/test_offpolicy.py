@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import rlnorm
-from rlnorm import agents, checkpoint, cli, envs
+from rlnorm import agents, checkpoint, cli, diagnostics, envs
 from rlnorm import norm as norms
 from rlnorm.agent import Agent
 from rlnorm.config import build_config
@@ -411,6 +411,26 @@ def test_crossq_actor_loss_leaves_critic_buffers_unchanged() -> None:
     for key, value in buffers(agent.critic).items():
         assert torch.equal(actor_loss[key], joint_pass[key]), key
         assert torch.equal(value, joint_pass[key]), key
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "crossq"])
+def test_off_policy_agents_log_the_critic_gap_and_drift_under_their_own_names(
+    name: str,
+) -> None:
+    """One family of names (docs/metrics.md): the critic's own drift never takes the name of
+    the learner's all-layer drift, which would overwrite it on measured updates."""
+    hidden = {"crossq": {"actor_hidden": (16, 16), "critic_hidden": (16, 16)}}
+    agent = make_agent(name, "batch", diagnostics_every=1, **hidden.get(name, {"hidden": (16, 16)}))
+    fill(agent)
+    with training(*agent.modules().values()):
+        metrics = agent.update(agent.replay, 0.0)
+    norm_keys = {k for k in metrics if k.startswith("norm/")}
+    assert norm_keys == {
+        diagnostics.GAP_CRITIC,
+        diagnostics.DRIFT_CRITIC_MEAN,
+        diagnostics.DRIFT_CRITIC_LOG_VAR,
+    }
+    assert metrics[diagnostics.GAP_CRITIC] > 0
 
 
 # --------------------------------------------------------------------------- replay

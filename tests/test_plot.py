@@ -200,32 +200,32 @@ def test_tensorboard_tags_one_panel_each(study: Path, tmp_path: Path) -> None:
     for norm, values in gaps.items():
         for seed in range(3):
             points = [(1000 * (i + 1), v + 0.01 * seed) for i, v in enumerate(values)]
-            write_scalars(study / norm / f"seed{seed}", "norm/train_eval_gap", points)
+            write_scalars(study / norm / f"seed{seed}", "norm/gap/policy_kl", points)
             write_scalars(study / norm / f"seed{seed}", "losses/value", points)
     # A resumed run logs steps after its last checkpoint again: the later value wins.
-    write_scalars(study / "batch" / "seed0", "norm/train_eval_gap", [(3000, 0.5)])
+    write_scalars(study / "batch" / "seed0", "norm/gap/policy_kl", [(3000, 0.5)])
 
-    curve0 = plot.read_scalars(study / "batch" / "seed0", "norm/train_eval_gap")
+    curve0 = plot.read_scalars(study / "batch" / "seed0", "norm/gap/policy_kl")
     assert curve0.steps.tolist() == [1000, 2000, 3000]
     np.testing.assert_allclose(curve0.values, [0.3, 0.2, 0.5], rtol=1e-6)
 
     out = plot.plot_runs(
-        [study], tmp_path / "tags.png", tags=["norm/train_eval_gap", "losses/value"]
+        [study], tmp_path / "tags.png", tags=["norm/gap/policy_kl", "losses/value"]
     )
-    one = plot.plot_runs([study], tmp_path / "one.png", tags=["norm/train_eval_gap"])
+    one = plot.plot_runs([study], tmp_path / "one.png", tags=["norm/gap/policy_kl"])
     (wide, high), (single, _) = png_size(out), png_size(one)
     assert wide > 1.8 * single and high > 0  # two panels side by side
 
 
 def test_missing_tensorboard_tag_names_the_logged_ones(study: Path) -> None:
-    write_scalars(study / "none" / "seed0", "norm/train_eval_gap", [(1000, 0.0)])
+    write_scalars(study / "none" / "seed0", "norm/gap/policy_kl", [(1000, 0.0)])
     with pytest.raises(
         RlnormError,
-        match=r"scalar 'norm/train_eval_gp'. Did you mean 'norm/train_eval_gap'",
+        match=r"scalar 'norm/gap/policy_kp'. Did you mean 'norm/gap/policy_kl'",
     ):
-        plot.read_scalars(study / "none" / "seed0", "norm/train_eval_gp")
+        plot.read_scalars(study / "none" / "seed0", "norm/gap/policy_kp")
     with pytest.raises(RlnormError, match=r"seed1.tb: missing"):
-        plot.read_scalars(study / "none" / "seed1", "norm/train_eval_gap")
+        plot.read_scalars(study / "none" / "seed1", "norm/gap/policy_kl")
 
 
 def test_find_runs_accepts_runs_and_parents_and_counts_each_run_once(study: Path) -> None:

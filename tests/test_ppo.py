@@ -18,10 +18,10 @@ from rlnorm.rollout import RolloutManager
 from rlnorm.safety import training
 
 RATIO_KEYS = (
-    "norm/first_minibatch_ratio",
-    "norm/first_minibatch_clip_fraction",
-    "norm/first_minibatch_max_ratio_deviation",
-    "norm/initial_ratio_deviation",
+    "norm/ppo/first_minibatch_ratio",
+    "norm/ppo/first_minibatch_clip_fraction",
+    "norm/ppo/first_minibatch_max_ratio_deviation",
+    "norm/ppo/first_minibatch_ratio_deviation",
 )
 
 
@@ -46,9 +46,9 @@ def update_metrics(norm: str, updates: int = 3, **overrides: object) -> list[dic
 def test_frozen_update_starts_at_ratio_one(norm: str, old_log_prob: str) -> None:
     for m in update_metrics(norm, norm_update="frozen", old_log_prob=old_log_prob):
         assert set(RATIO_KEYS) <= set(m)
-        assert abs(m["norm/first_minibatch_ratio"] - 1) <= 1e-6, m
-        assert m["norm/first_minibatch_max_ratio_deviation"] <= 1e-6, m
-        assert m["norm/first_minibatch_clip_fraction"] == 0.0, m
+        assert abs(m["norm/ppo/first_minibatch_ratio"] - 1) <= 1e-6, m
+        assert m["norm/ppo/first_minibatch_max_ratio_deviation"] <= 1e-6, m
+        assert m["norm/ppo/first_minibatch_clip_fraction"] == 0.0, m
 
 
 @pytest.mark.parametrize("old_log_prob", ["recompute", "behaviour"])
@@ -59,11 +59,11 @@ def test_train_mode_update_starts_off_ratio_one(norm: str, old_log_prob: str) ->
     # Measurably: at least 100x (max) and 10x (mean) the frozen path's 1e-6 tolerance, even
     # on the first update, whose policy is still near uniform (measured: 4.8e-4 and 1.5e-4).
     for m in update_metrics(norm, norm_update="batch", old_log_prob=old_log_prob):
-        assert m["norm/first_minibatch_max_ratio_deviation"] > 1e-4, m
-        assert m["norm/initial_ratio_deviation"] > 1e-5, m
+        assert m["norm/ppo/first_minibatch_max_ratio_deviation"] > 1e-4, m
+        assert m["norm/ppo/first_minibatch_ratio_deviation"] > 1e-5, m
 
 
 def test_without_a_mode_dependent_norm_every_setting_starts_at_ratio_one() -> None:
     for m in update_metrics("layer", updates=1, norm_update="batch", old_log_prob="behaviour"):
-        assert m["norm/first_minibatch_max_ratio_deviation"] <= 1e-6, m
-        assert m["norm/first_minibatch_clip_fraction"] == 0.0, m
+        assert m["norm/ppo/first_minibatch_max_ratio_deviation"] <= 1e-6, m
+        assert m["norm/ppo/first_minibatch_clip_fraction"] == 0.0, m

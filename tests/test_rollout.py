@@ -228,8 +228,8 @@ def test_ppo_update_metrics_and_norm_diagnostics(norm_update: str) -> None:
         with rlnorm.training(*agent.modules().values()):
             metrics = agent.update(rollout, progress=0.5)
     assert all(np.isfinite(v) for v in metrics.values())
-    assert metrics["norm/train_eval_gap"] > 1e-3, "BatchNorm's train/eval gap must be visible"
-    assert metrics["norm/initial_ratio_deviation"] < 1e-5, (
+    assert metrics["norm/gap/policy_kl"] > 1e-3, "BatchNorm's train/eval gap must be visible"
+    assert metrics["norm/ppo/first_minibatch_ratio_deviation"] < 1e-5, (
         "recomputed old log-probs: ratio starts at 1"
     )
     assert metrics["train/learning_rate"] == pytest.approx(0.5e-3)
@@ -242,8 +242,8 @@ def test_ppo_without_norm_has_no_train_eval_gap() -> None:
     manager = RolloutManager(agent, envs.make("CartPole-v1", 8))
     with rlnorm.training(*agent.modules().values()):
         metrics = agent.update(manager.collect(32), progress=0.0)
-    assert metrics["norm/train_eval_gap"] == pytest.approx(0.0, abs=1e-9)
-    assert metrics["norm/initial_ratio_deviation"] < 1e-5
+    assert metrics["norm/gap/policy_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["norm/ppo/first_minibatch_ratio_deviation"] < 1e-5
 
 
 def test_behaviour_log_probs_expose_batchnorm_gap_in_batch_mode() -> None:
@@ -254,7 +254,7 @@ def test_behaviour_log_probs_expose_batchnorm_gap_in_batch_mode() -> None:
     manager = RolloutManager(agent, envs.make("CartPole-v1", 8))
     with rlnorm.training(*agent.modules().values()):
         metrics = agent.update(manager.collect(32), progress=0.0)
-    assert metrics["norm/initial_ratio_deviation"] > 1e-3
+    assert metrics["norm/ppo/first_minibatch_ratio_deviation"] > 1e-3
 
 
 def test_frozen_update_refreshes_running_statistics() -> None:
