@@ -13,8 +13,8 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import UnknownNameError
 
 from .acrobot import Acrobot
-from .base import positive_int
 from .cartpole import CartPole
+from .checks import positive_int
 from .export import to_gymnasium
 from .gymnasium_adapter import GymnasiumVecEnv
 from .mountain_car import MountainCar, MountainCarContinuous

@@ -150,6 +150,8 @@ class Learner:
         tmp = last.with_name(f".{snapshot.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(last, tmp)
+        if snapshot.exists():  # this run's own, from before a resume: replaced by the same step
+            shutil.rmtree(snapshot)
         tmp.replace(snapshot)
         for old in sorted(last.parent.glob("step-*"))[:-keep]:
             shutil.rmtree(old)
@@ -164,16 +166,17 @@ class Learner:
             raise CheckpointError(
                 f"{path} holds no training state (only checkpoints/last of a run does)"
             )
-        self.env_steps = int(meta["counters"]["env_steps"])
-        self.updates = int(meta["counters"]["updates"])
-        learner = meta["extra"]["learner"]
-        self.best_mean = float(learner["best_mean"])
-        self.next_eval, self.next_checkpoint = learner["next_eval"], learner["next_checkpoint"]
+        if meta.learner is None or not {"env_steps", "updates"} <= set(meta.counters):
+            raise CheckpointError(f"{path} records no learner state (counters, schedules)")
+        self.env_steps = meta.counters["env_steps"]
+        self.updates = meta.counters["updates"]
+        self.best_mean = meta.learner.best_mean
+        self.next_eval, self.next_checkpoint = meta.learner.next_eval, meta.learner.next_checkpoint
         # A kill between writing best/ and last/ leaves best/ newer: keep its mean.
         best = Path(path).parent / "best"
         if best.is_dir():
-            best_eval = checkpoint.read_meta(best)["extra"].get("eval", {})
-            self.best_mean = max(self.best_mean, float(best_eval.get("mean", -math.inf)))
+            best_mean = checkpoint.read_meta(best).eval_mean
+            self.best_mean = max(self.best_mean, -math.inf if best_mean is None else best_mean)
         self._restored = state
 
     def _apply_restored(self) -> None:
