@@ -35,9 +35,12 @@ def reset_option(options: dict[str, Any] | None, key: str, default: float) -> fl
     if not options or key not in options:
         return default
     try:
-        return float(options[key])
+        value = float(options[key])
     except (TypeError, ValueError, OverflowError):
         raise EnvError(f"reset option {key!r} must be a number, got {options[key]!r}") from None
+    if not math.isfinite(value):
+        raise EnvError(f"reset option {key!r} must be a finite number, got {value}")
+    return value
 
 
 def parse_reset_bounds(

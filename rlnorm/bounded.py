@@ -11,6 +11,8 @@ composer and every recursive walk of the data would otherwise hit a ``RecursionE
 
 from __future__ import annotations
 
+import re
+from itertools import accumulate
 from typing import Any
 
 import yaml
@@ -21,6 +23,7 @@ from rlnorm.errors import ConfigError
 MAX_CONFIG_BYTES = 1 << 20
 #: The deepest nesting of mappings and lists in a config (or checkpoint metadata).
 MAX_DEPTH = 32
+_BRACKETS = re.compile(r"[^\[\]{}]+")
 #: The largest integer any config value may hold (torch's int64).
 MAX_INT = 2**63 - 1
 
@@ -92,6 +95,12 @@ def load_yaml(text: str, what: str) -> Any:
         raise ConfigError(
             f"{what}: {len(text)} characters, more than a config may hold ({MAX_CONFIG_BYTES})"
         )
+    # PyYAML's scanner is quadratic in the depth of flow collections ("[[[[..."), before
+    # the composer's depth check is reached: count brackets first (in quoted strings too,
+    # so this bound is loose: a config needs neither 4 * MAX_DEPTH brackets open at once).
+    brackets = _BRACKETS.sub("", text)
+    if brackets and max(accumulate(1 if b in "[{" else -1 for b in brackets)) > 4 * MAX_DEPTH:
+        raise ConfigError(f"{what}: YAML nested more than {MAX_DEPTH} levels deep")
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()

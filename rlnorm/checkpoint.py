@@ -153,9 +153,13 @@ def save(
             },
             "sha256": {name: _sha256(tmp / name) for name in files},
         }
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make checkpoints private
         (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+        # Modes as the umask says, like any file the user writes: mkdtemp's 0700 and
+        # safetensors' 0600 would make a checkpoint private while its meta.json is not.
+        umask = _umask()
+        os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         # Swap in the new checkpoint: the old one is moved aside first, so at every instant
