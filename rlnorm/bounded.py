@@ -101,8 +101,9 @@ def load_yaml(text: str, what: str) -> Any:
     brackets = _BRACKETS.sub("", text)
     if brackets and max(accumulate(1 if b in "[{" else -1 for b in brackets)) > 4 * MAX_DEPTH:
         raise ConfigError(f"{what}: YAML nested more than {MAX_DEPTH} levels deep")
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # reading starts here: a control character is refused
         return loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -113,4 +114,5 @@ def load_yaml(text: str, what: str) -> Any:
         # int() of a literal over Python's digit limit, a timestamp out of range, ...
         raise ConfigError(f"{what}: a value cannot be read: {describe(str(e), 120)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
