@@ -19,8 +19,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import fields
@@ -46,6 +48,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 PPO = agents.get("ppo")
+TABLE_ROW = re.compile(r"^\|.*\| (\d+) \| `(test_\w+)` \|$", re.MULTILINE)
 TRAIN_KEYS = [f.name for f in fields(config.TrainConfig)]
 AGENT_KEYS = [f.name for f in fields(PPO.Config)]
 
@@ -295,3 +298,24 @@ def test_mutated_checkpoints_are_refused_or_load_exactly_what_they_hold(
     for key, value in state_of(agent).items():
         assert value.dtype == weights[key].dtype and torch.equal(value, weights[key]), key
         assert not value.is_floating_point() or bool(torch.isfinite(value).all())
+
+
+def test_the_reliability_table_is_current() -> None:
+    """docs/reliability.md names every test of this file and of test_reliability.py, and no
+    other, and quotes each property-based test's number of inputs as its max_examples."""
+    import test_reliability
+
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    rows = {name: int(count) for count, name in TABLE_ROW.findall(page)}
+    here = sys.modules[__name__]
+    tests = {
+        name
+        for module in (here, test_reliability)
+        for name in dir(module)
+        if name.startswith("test_") and callable(getattr(module, name))
+    } - {"test_the_reliability_table_is_current"}
+    assert set(rows) == tests
+    for name, count in rows.items():
+        inner = getattr(getattr(here, name, None), "hypothesis", None)
+        if inner is not None:
+            assert getattr(here, name)._hypothesis_internal_use_settings.max_examples == count
