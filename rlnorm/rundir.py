@@ -64,7 +64,7 @@ def claim(
             "finish or choose another --run-dir"
         ) from None
     except OSError as e:
-        raise RunDirError(f"cannot use the run directory {run_dir}: {e.strerror or e}") from None
+        raise RunDirError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
     try:
         try:
             (run_dir / OWNER).write_text(

@@ -398,7 +398,7 @@ def test_resume_on_an_unwritable_run_dir_is_exit_2(
     finally:
         run_dir.chmod(0o755)
     assert rc == 2
-    assert f"cannot use the run directory {run_dir}: Permission denied" in err
+    assert f"cannot write the run directory {run_dir}: Permission denied" in err
     assert snapshot(run_dir) == before
 
 
