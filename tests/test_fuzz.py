@@ -5,12 +5,12 @@ with a message, in under a second, never another exception; a mutated checkpoint
 Inputs tried per run (hypothesis, derandomized so that every run tries the same ones; the
 counts are the ``max_examples`` below and are quoted in ``docs/reliability.md``):
 
-- config files: 200 arbitrary texts over YAML's special characters, 150 structured configs
+- config files: 150 arbitrary texts over YAML's special characters, 100 structured configs
   (known and unknown keys, values of every JSON type, huge integers, NaN, long strings);
-- ``--set`` overrides: 200 arbitrary ``key=value`` texts, 150 built from real keys;
-- checkpoint metadata: 200 arbitrary JSON documents parsed as meta.json, 100 real
+- ``--set`` overrides: 150 arbitrary ``key=value`` texts, 100 built from real keys;
+- checkpoint metadata: 200 arbitrary JSON documents parsed as meta.json, 75 real
   meta.json files with one value replaced or removed, each loaded;
-- checkpoint files: 150 real checkpoints mutated by truncation, bit flips or edits of the
+- checkpoint files: 120 real checkpoints mutated by truncation, bit flips or edits of the
   safetensors header, with and without their checksum fixed, each loaded.
 """
 
@@ -92,7 +92,7 @@ def resolve_file(scratch: Path, text: str) -> Any:
 # --------------------------------------------------------------------------- config loader
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=150)
 @given(st.text(alphabet=st.sampled_from(list("[]{}:,&*!-|>'\"#%@? \n\tax0.e+")), max_size=200))
 def test_arbitrary_config_text_is_a_config_error_or_a_config(scratch: Path, text: str) -> None:
     resolve_file(scratch, text)
@@ -111,7 +111,7 @@ sections = st.fixed_dictionaries(
 )
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=100)
 @given(sections)
 def test_structured_configs_are_a_config_error_or_a_config(scratch: Path, data: dict) -> None:
     text = yaml.safe_dump(data, allow_unicode=True)
@@ -124,13 +124,13 @@ def test_structured_configs_are_a_config_error_or_a_config(scratch: Path, data: 
 # --------------------------------------------------------------------------- --set parsing
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=150)
 @given(st.text(max_size=120))
 def test_arbitrary_overrides_are_a_config_error_or_a_config(text: str) -> None:
     refused_or_ok(lambda: config.resolve(PPO, "CartPole-v1", overrides=[text]))
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=100)
 @given(
     st.sampled_from([*(f"train.{k}" for k in TRAIN_KEYS), *(f"agent.{k}" for k in AGENT_KEYS)])
     | st.text(max_size=12),
@@ -205,7 +205,7 @@ def fresh_copy(original: Path, scratch: Path) -> Path:
     return target
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=75)
 @given(st.data())
 def test_metadata_with_a_value_replaced_loads_correctly_or_is_refused(
     original: Path, scratch: Path, data: st.DataObject
@@ -271,7 +271,7 @@ def mutate(blob: bytes, data: st.DataObject, header: bool) -> bytes:
     return edit_header(blob, data)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=120)
 @given(st.data())
 def test_mutated_checkpoints_are_refused_or_load_exactly_what_they_hold(
     original: Path, scratch: Path, data: st.DataObject
