@@ -17,6 +17,7 @@ the env's Box, and the critic's normalization diagnostics (``norm/gap/critic``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlnorm import diagnostics
+from rlnorm import diagnostics, metrics
 from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OffPolicy
 from rlnorm.config import check_ranges
+from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp
 from rlnorm.replay import ReplayBuffer, Transitions
@@ -179,7 +181,7 @@ class Critics(nn.Module):
     (``stream=i`` for per-stream statistics) go to every network.
     """
 
-    def __init__(self, nets: list[nn.Module]) -> None:
+    def __init__(self, nets: Sequence[nn.Module]) -> None:
         super().__init__()
         self.nets = nn.ModuleList(nets)
 
@@ -239,11 +241,11 @@ def critic_diagnostics(
     if every == 0 or step % every or not any(map(norms.uses_running_statistics, critic.modules())):
         return {}
     drift = diagnostics.stat_drift({"critic": critic})
-    return {diagnostics.GAP_CRITIC: diagnostics.train_eval_gap(critic, inputs)} | {
+    return {metrics.GAP_CRITIC: diagnostics.train_eval_gap(critic, inputs)} | {
         critic_name: drift[name]
         for name, critic_name in (
-            (diagnostics.DRIFT_MEAN, diagnostics.DRIFT_CRITIC_MEAN),
-            (diagnostics.DRIFT_LOG_VAR, diagnostics.DRIFT_CRITIC_LOG_VAR),
+            (metrics.DRIFT_MEAN, metrics.DRIFT_CRITIC_MEAN),
+            (metrics.DRIFT_LOG_VAR, metrics.DRIFT_CRITIC_LOG_VAR),
         )
         if name in drift
     }
@@ -274,7 +276,7 @@ class OffPolicyAgent(Agent):
     module_names: ClassVar[tuple[str, ...]]
 
     actor: Any
-    critic: nn.Module
+    critic: Critics
     actor_optimizer: torch.optim.Optimizer
     critic_optimizer: torch.optim.Optimizer
     temperature: Temperature  # SAC, CrossQ
@@ -290,8 +292,8 @@ class OffPolicyAgent(Agent):
     ) -> None:
         super().__init__(observation_space, action_space, config, norm, device)
         self.scale = ActionScale(action_space, self.device)
-        self.obs_dim = int(torch.Size(observation_space.shape).numel())
-        self.action_dim = int(action_space.shape[0])
+        self.obs_dim = int(torch.Size(space_shape(observation_space)).numel())
+        self.action_dim = space_shape(action_space)[0]
         self.replay = ReplayBuffer(config.buffer_size, observation_space, action_space, self.device)
         self.alpha_optimizer: torch.optim.Optimizer | None = None
         #: how the critic reads (s, a) and (s', a'): ``rlnorm.targets.CRITIC_STREAMS``

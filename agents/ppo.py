@@ -68,15 +68,15 @@ from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OnPolicy
 from rlnorm.agents import register
 from rlnorm.config import check_ranges
-from rlnorm.diagnostics import (
+from rlnorm.env import space_shape
+from rlnorm.errors import ConfigError
+from rlnorm.metrics import (
     GAP_POLICY_KL,
     PPO_FIRST_CLIP_FRACTION,
     PPO_FIRST_MAX_RATIO_DEVIATION,
     PPO_FIRST_RATIO,
     PPO_FIRST_RATIO_DEVIATION,
 )
-from rlnorm.env import space_shape
-from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout
 from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs

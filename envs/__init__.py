@@ -13,8 +13,9 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import UnknownNameError
 
 from .acrobot import Acrobot
-from .base import ClassicControlEnv, positive_int
+from .base import ClassicControlEnv
 from .cartpole import CartPole
+from .checks import positive_int
 from .export import to_gymnasium
 from .gymnasium_adapter import GymnasiumVecEnv
 from .mountain_car import MountainCar, MountainCarContinuous

@@ -8,7 +8,6 @@ their physics.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import gymnasium as gym
@@ -19,36 +18,15 @@ from gymnasium.vector.utils import batch_space
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError
 
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an int, or ``EnvError`` unless it is an integer >= 1 (bools are not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise EnvError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def reset_option(options: dict[str, Any] | None, key: str, default: float) -> float:
-    """``options[key]`` as a float (``default`` when absent), or ``EnvError`` if it is not one.
-
-    Gymnasium's classic-control envs read their reset options the same way.
-    """
-    if not options or key not in options:
-        return default
-    try:
-        return float(options[key])
-    except (TypeError, ValueError):
-        raise EnvError(f"reset option {key!r} must be a number, got {options[key]!r}") from None
-
-
-def parse_reset_bounds(
-    options: dict[str, Any] | None, low: float, high: float
-) -> tuple[float, float]:
-    """The ``low``/``high`` reset options, with the env's defaults, as gymnasium reads them."""
-    low, high = reset_option(options, "low", low), reset_option(options, "high", high)
-    if not low <= high:
-        raise EnvError(f"reset options need low <= high, got low={low}, high={high}")
-    return low, high
-
+from .checks import (
+    check_draw_bounds,
+    check_env_seed,
+    check_option_keys,
+    parse_reset_bounds,
+    parse_reset_mask,
+    positive_int,
+)
+from .pool import NoiseHalf
 
 # From this many sub-envs on CPU, ``fast=None`` picks sparse autoresets. Measured per
 # CartPole step with random actions, one thread (2026-12-01): 18% faster at 16384 sub-envs
@@ -57,35 +35,6 @@ def parse_reset_bounds(
 FAST_MIN_ENVS = 8192
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
-
-class _NoiseHalf:
-    """Buffers that refill one half of the columns of ``ClassicControlEnv``'s fresh states.
-
-    ``bits`` holds the raw draws; ``values`` views them as one integer per fresh value, of
-    ``rows x width`` values; ``stage`` is where they become floats (``target`` itself,
-    unless the env's dtype is too narrow to hold 24-bit integers exactly).
-    """
-
-    def __init__(self, env: ClassicControlEnv, rows: int, start: int, stop: int) -> None:
-        width = stop - start
-        self.empty = width == 0
-        self.target = env._pending[:rows, start:stop]
-        device = env.device
-        if env.dtype == torch.float64:
-            # 53 bits of one 64-bit draw per value.
-            self.bits = torch.empty(rows, width, dtype=torch.int64, device=device)
-            self.values = self.bits
-        else:
-            # 24 bits of each 32-bit half of a draw, as torch.rand does for float32 (about
-            # half the cost of uniform_ on CPU).
-            count = rows * width
-            self.bits = torch.empty((count + 1) // 2, dtype=torch.int64, device=device)
-            self.values = self.bits.view(torch.int32)[:count].view(rows, width)
-        if env.dtype in (torch.float32, torch.float64):
-            self.stage = self.target
-        else:  # float16 and bfloat16 cannot hold 24-bit integers: convert in float32
-            self.stage = torch.empty(rows, width, dtype=torch.float32, device=device)
 
 
 class ClassicControlEnv(TorchVecEnv):
@@ -139,6 +88,8 @@ class ClassicControlEnv(TorchVecEnv):
 
     state_names: tuple[str, ...]
     default_reset_bounds: tuple[float, float]
+    #: The reset options this env reads besides ``reset_mask``; others are refused.
+    reset_options: tuple[str, ...] = ("low", "high")
 
     def __init__(
         self,
@@ -200,8 +151,8 @@ class ClassicControlEnv(TorchVecEnv):
             self._pending = torch.zeros(len(self.state_names), num_envs, **like)
             middle = (num_envs + 1) // 2
             self._halves = (
-                _NoiseHalf(self, rows, 0, middle),
-                _NoiseHalf(self, rows, middle, num_envs),
+                NoiseHalf(self, rows, 0, middle),
+                NoiseHalf(self, rows, middle, num_envs),
             )
             self._next_half = 0
             self._bit_count = 53 if dtype == torch.float64 else 24
@@ -246,14 +197,17 @@ class ClassicControlEnv(TorchVecEnv):
     ) -> None:
         """Make fresh states uniform in ``[low, high]`` from now on: one bound for every drawn
         row, or one per row. Values drawn earlier keep their bounds, but ``reset`` redraws
-        the whole pool, so bounds set while resetting hold for every later autoreset."""
+        the whole pool, so bounds set while resetting hold for every later autoreset.
+        Bounds that are not finite in the env's dtype (nor their span) are an ``EnvError``,
+        raised before anything changes."""
+        check_draw_bounds(low, high, self.dtype)
         low_t = torch.as_tensor(low, dtype=torch.float64).reshape(-1, 1)
         high_t = torch.as_tensor(high, dtype=torch.float64).reshape(-1, 1)
         self._draw_low.copy_(low_t.expand_as(self._draw_low))
         self._draw_scale.copy_(((high_t - low_t) / 2**self._bit_count).expand_as(self._draw_scale))
         self._draw_span.copy_((high_t - low_t).expand_as(self._draw_span))
 
-    def _refill(self, half: _NoiseHalf) -> None:
+    def _refill(self, half: NoiseHalf) -> None:
         """Draw fresh values for ``half`` of the pool's columns, uniform in the draw bounds."""
         if half.empty:
             return
@@ -291,22 +245,39 @@ class ClassicControlEnv(TorchVecEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Reset every sub-env to a state drawn from the reset distribution.
+        """Reset every sub-env (or those of ``options["reset_mask"]``) to a state drawn from
+        the reset distribution.
 
         ``seed`` re-seeds the env's generator, so the same seed gives the same states (on
-        the same device); ``options`` are gymnasium's reset options of this env, used for
-        later autoresets too, as gymnasium's ``CartPoleVectorEnv`` does (its
-        ``SyncVectorEnv`` autoresets with the defaults instead).
+        the same device); it must be an int in ``[0, 2**64 - 1]`` or None. ``options`` are
+        gymnasium's reset options of this env (``reset_options``), used for later
+        autoresets too, as gymnasium's ``CartPoleVectorEnv`` does (its ``SyncVectorEnv``
+        autoresets with the defaults instead), and ``reset_mask``, a bool array of shape
+        ``(num_envs,)``: as in gymnasium's ``SyncVectorEnv``, only those sub-envs reset,
+        the others keep their state and step count. An unknown option, or a bad seed,
+        mask or bound, is an ``EnvError`` raised before anything changes.
         """
+        seed = check_env_seed(seed)
+        options = check_option_keys(options, (*self.reset_options, "reset_mask"))
+        mask = parse_reset_mask(options.get("reset_mask"), self.num_envs, self.device)
+        if mask is not None and self._needs_reset and not bool(mask.all()):
+            raise EnvError(
+                "reset_mask needs a full reset() first: the other sub-envs have no state"
+            )
+        self._apply_reset_options({k: v for k, v in options.items() if k != "reset_mask"})
         if seed is not None:
-            self._generator.manual_seed(int(seed))
-        self._apply_reset_options(options)
+            self._generator.manual_seed(seed)
         for half in self._halves:
             self._refill(half)
         self._next_half = 0  # so that a seeded reset fixes every later draw
-        self._state.copy_(self._pending)
-        self._steps.zero_()
-        self._alive.fill_(True)
+        if mask is None:
+            self._state.copy_(self._pending)
+            self._steps.zero_()
+            self._alive.fill_(True)
+        else:
+            torch.where(mask, self._pending, self._state, out=self._state)
+            self._steps.masked_fill_(mask, 0)
+            self._alive.logical_or_(mask)
         self._needs_reset = False
         return self._observe(), {}
 
@@ -402,11 +373,14 @@ class ClassicControlEnv(TorchVecEnv):
         A NaN action raises ``EnvError`` on CPU; on other devices it trips an asynchronous
         device-side assert instead (a RuntimeError at the next sync), so the check never
         stalls a step. Infinite actions are allowed: gymnasium clips them like any other.
-        The result may be a view of the caller's tensor: never modify it in place.
+        The result may be a view of the caller's tensor: never modify it in place. It never
+        requires grad.
         """
         if self._needs_reset:
             raise EnvError("call reset() before step()")
-        a = torch.as_tensor(actions, device=self.device)
+        # Detached: an action that tracks gradients must not pull the env's state into its
+        # autograd graph (every later in-place update of the state would then fail).
+        a = torch.as_tensor(actions, device=self.device).detach()
         expected = (self.num_envs, 1)
         if a.shape != expected:
             hint = "; add the last axis with .unsqueeze(-1)" if a.shape == expected[:1] else ""

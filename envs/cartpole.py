@@ -24,7 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .base import ClassicControlEnv, parse_reset_bounds
+from .base import ClassicControlEnv
+from .checks import parse_reset_bounds
 
 # Gymnasium's CartPole constants (classic_control/cartpole.py).
 GRAVITY = 9.8

@@ -31,7 +31,9 @@ class ExportedVectorEnv(VectorEnv):
     ``reset(seed=s)`` seeds the whole env with ``s`` (the same seed gives the same
     episodes, an unseeded reset differs from run to run) and gymnasium's ``np_random``
     with it too. Gymnasium's per-sub-env seed lists are not supported: the torch env has
-    one generator for all sub-envs. ``close`` closes the wrapped env.
+    one generator for all sub-envs. ``reset(options={"reset_mask": mask})`` resets only
+    the masked sub-envs, as ``SyncVectorEnv`` does; unknown options are refused. ``close``
+    closes the wrapped env.
     """
 
     def __init__(self, env: TorchVecEnv) -> None:
@@ -56,8 +58,10 @@ class ExportedVectorEnv(VectorEnv):
                 f"seed must be an int or None, got {seed!r}: the env has one generator for "
                 "all its sub-envs, so it cannot take a seed per sub-env"
             )
-        super().reset(seed=seed)
+        # The torch env first: options it refuses (an unknown key, a bad reset_mask) leave
+        # both it and np_random as they were.
         obs, info = self.torch_env.reset(seed=seed, options=options)
+        super().reset(seed=seed)
         return self._numpy(obs, self._obs_dtype), info
 
     def step(

@@ -22,7 +22,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError, UnknownNameError
 
-from .base import positive_int
+from .checks import positive_int
 
 VECTORIZATIONS = ("sync", "async")
 

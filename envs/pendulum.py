@@ -17,7 +17,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .base import ClassicControlEnv, reset_option
+from .base import ClassicControlEnv
+from .checks import reset_option
 
 MAX_SPEED = 8.0
 MAX_TORQUE = 2.0
@@ -44,6 +45,7 @@ class Pendulum(ClassicControlEnv):
 
     env_id = "Pendulum-v1"
     state_names = ("theta", "theta_dot")
+    reset_options = ("x_init", "y_init")
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ fix. What is looked for:
 - warning: mode-dependent norm layers left in train mode; running statistics never
   updated; settled exponential-average statistics far from the last train-mode batch
   (``DRIFT_SHIFT``, ``DRIFT_LOG_VAR``); a Batch Renorm warm-up longer than the run; with
-  a :class:`rlnorm.diagnostics.StreamWatch` of an update, shared statistics reached by
+  a :class:`rlnorm.streams.StreamWatch` of an update, shared statistics reached by
   separate passes of different distributions (``STREAM_GAP``);
 - info: batch-dependent layers (safe only when acting in eval mode and training on
   batches); running statistics far from the last batch when that is expected: a cumulative
@@ -23,14 +23,12 @@ registry's answer (:mod:`rlnorm.norm`), for rlnorm's layers and torch's alike.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -38,8 +36,11 @@ from torch import nn
 from rlnorm import checkpoint
 from rlnorm import norm as norms
 from rlnorm.agent import AgentLookup
-from rlnorm.diagnostics import Modules, StreamWatch, layer_drift, named_layers, named_roots
+from rlnorm.diagnostics import layer_drift
 from rlnorm.layers import BatchRenorm1d
+from rlnorm.meta import CheckpointMeta
+from rlnorm.norm import Modules, named_layers, named_roots
+from rlnorm.streams import StreamWatch
 from rlnorm.targets import TargetNetwork
 
 Severity = Literal["error", "warning", "info"]
@@ -87,7 +88,7 @@ def audit(
             The learner passes ``1 / planned updates`` after its first update. Layers
             inside a :class:`rlnorm.targets.TargetNetwork` are checked for non-finite
             values only: their statistics are copies of the online network's.
-        watch: a :class:`rlnorm.diagnostics.StreamWatch` that watched an update, to find
+        watch: a :class:`rlnorm.streams.StreamWatch` that watched an update, to find
             shared statistics reached by separate passes of different distributions (a
             runtime property that modules at rest cannot show).
     """
@@ -326,20 +327,19 @@ def audit_checkpoint(path: str | os.PathLike[str], agent_class: AgentLookup) -> 
     """Audit the agent saved at ``path``, loaded as :func:`rlnorm.load` does (eval mode, no
     unpickling; ``agent_class`` finds the agent by name: ``rlnorm.agents.get``). When the
     checkpoint records its run's planned length, Batch Renorm's warm-up is checked against
-    it. Raises :class:`rlnorm.CheckpointError` for anything that is not a valid checkpoint."""
-    agent = checkpoint.load(path, agent_class)
-    meta = json.loads((Path(path) / checkpoint.META).read_text())
-    return audit(agent, progress=_progress(meta))
+    it. NaN and inf weights are reported as findings; anything else that is not a valid
+    checkpoint (a tensor of the wrong dtype or shape, malformed metadata) raises
+    :class:`rlnorm.CheckpointError` naming it."""
+    agent = checkpoint.load(path, agent_class, allow_non_finite=True)
+    return audit(agent, progress=_progress(checkpoint.read_meta(path)))
 
 
-def _progress(meta: dict[str, Any]) -> float | None:
+def _progress(meta: CheckpointMeta) -> float | None:
     """The fraction of its run a checkpoint was saved at, when its metadata tells."""
-    steps = meta.get("counters", {}).get("env_steps")
-    train = meta.get("extra", {}).get("run_config", {}).get("train", {})
-    total = train.get("total_steps") if isinstance(train, dict) else None
-    if not isinstance(steps, int) or not isinstance(total, int) or steps <= 0 or total <= 0:
+    steps = meta.counters.get("env_steps", 0)
+    if meta.run is None or steps <= 0:
         return None
-    return min(1.0, steps / total)
+    return min(1.0, steps / meta.run.train.total_steps)
 
 
 def format_findings(findings: Iterable[Finding]) -> str:

@@ -37,9 +37,11 @@ import safetensors.torch
 import torch
 
 from rlnorm.agent import Agent, AgentLookup
+from rlnorm.bounded import describe
 from rlnorm.config import build_config
 from rlnorm.env import space_shape
 from rlnorm.errors import CheckpointError, RlnormError
+from rlnorm.meta import MAX_META_BYTES, CheckpointMeta, decode_json, space_from_json, space_to_json
 from rlnorm.normalize import ObservationNormalizer
 from rlnorm.version import __version__
 
@@ -50,36 +52,6 @@ OPTIMIZER = "optimizer.safetensors"
 TRAINING_STATE = "training_state.safetensors"
 META = "meta.json"
 OBS_NORMALIZER = "obs_normalizer"
-
-
-def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
-    """A JSON description of a Box or Discrete space, exact enough to rebuild it."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            "low": space.low.tolist(),
-            "high": space.high.tolist(),
-        }
-    raise CheckpointError(f"cannot record space {space!r}: only Box and Discrete are supported")
-
-
-def space_from_json(desc: dict[str, Any]) -> gym.spaces.Space:
-    """Inverse of :func:`space_to_json`."""
-    if desc.get("type") == "Discrete":
-        return gym.spaces.Discrete(desc["n"], start=desc.get("start", 0))
-    if desc.get("type") == "Box":
-        dtype = np.dtype(desc["dtype"])
-        return gym.spaces.Box(
-            np.asarray(desc["low"], dtype=dtype),
-            np.asarray(desc["high"], dtype=dtype),
-            shape=tuple(desc["shape"]),
-            dtype=dtype,
-        )
-    raise CheckpointError(f"meta.json holds an unknown space description {desc!r}")
 
 
 def _sha256(path: Path) -> str:
@@ -182,9 +154,13 @@ def save(
             },
             "sha256": {name: _sha256(tmp / name) for name in files},
         }
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make checkpoints private
         (tmp / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+        # Modes as the umask says, like any file the user writes: mkdtemp's 0700 and
+        # safetensors' 0600 would make a checkpoint private while its meta.json is not.
+        umask = _umask()
+        os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         # Swap in the new checkpoint: the old one is moved aside first, so at every instant
@@ -231,8 +207,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} {value!r} in meta.json")
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Validate that ``path`` is an rlnorm checkpoint directory and return its metadata."""
+def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Validate that ``path`` is an rlnorm checkpoint directory (its files present and
+    matching their checksums) and return its parsed, validated metadata."""
     path = Path(path)
     _recover_interrupted_swap(path)
     if not path.exists():
@@ -255,40 +232,33 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: not an rlnorm checkpoint, {name} is missing")
     try:
-        meta = json.loads((path / META).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path / META}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        with open(path / META, "rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)
+        text = raw.decode()
+    except OSError as e:
+        raise CheckpointError(f"{path / META}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path / META}: not valid JSON (not UTF-8 text)") from None
+    data = decode_json(text, str(path / META))
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path / META}: not an rlnorm checkpoint (format is not {FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {meta.get('format_version')!r}, "
+            f"{path}: checkpoint format version {describe(data.get('format_version'))}, "
             f"this rlnorm reads version {FORMAT_VERSION}"
         )
-    required = {
-        "agent": str,
-        "norm": str,
-        "env_id": str,
-        "observation_space": dict,
-        "action_space": dict,
-        "agent_config": dict,
-        "optimizer_param_groups": dict,
-        "sha256": dict,
-    }
-    for key, kind in required.items():
-        if not isinstance(meta.get(key), kind):
-            raise CheckpointError(f"{path / META}: {key!r} is missing or not a {kind.__name__}")
+    meta = CheckpointMeta.parse(data, str(path / META))
     # Every data file is checked; a checksum table naming other files is itself corrupt.
-    listed = set(meta["sha256"])
+    listed = set(meta.sha256)
     if listed not in ({WEIGHTS, OPTIMIZER}, {WEIGHTS, OPTIMIZER, TRAINING_STATE}):
         raise CheckpointError(
             f"{path / META}: 'sha256' must list {WEIGHTS} and {OPTIMIZER} (and optionally "
-            f"{TRAINING_STATE}), got {sorted(meta['sha256'])}"
+            f"{TRAINING_STATE}), got {describe(sorted(meta.sha256))}"
         )
     for name in sorted(listed):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: {name} is listed in meta.json but missing")
-        if _sha256(path / name) != meta["sha256"][name]:
+        if _sha256(path / name) != meta.sha256[name]:
             raise CheckpointError(
                 f"{path / name} is corrupted or truncated: its checksum does not match meta.json"
             )
@@ -309,6 +279,7 @@ def load(
     *,
     agent: str | None = None,
     norm: str | None = None,
+    allow_non_finite: bool = False,
 ) -> Agent:
     """Rebuild the agent saved at ``path``, every module in eval mode, optimizers restored.
 
@@ -317,40 +288,45 @@ def load(
 
     ``agent`` and ``norm``, when given, must match the checkpoint's; a mismatch (or a
     checkpoint whose tensors do not fit the agent it names) raises :class:`CheckpointError`.
+    Every tensor must have the dtype and shape of the agent's own (``load_state_dict``
+    would silently cast a float16 or bool tensor) and, unless ``allow_non_finite`` (the
+    audit, which reports them), hold no NaN or inf; the error names the tensor.
     """
     path = Path(path)
     meta = read_meta(path)
     for asked, key in ((agent, "agent"), (norm, "norm")):
-        if asked is not None and asked != meta[key]:
-            raise CheckpointError(f"{path} holds a {key} {meta[key]!r}, not {asked!r}")
+        if asked is not None and asked != getattr(meta, key):
+            raise CheckpointError(f"{path} holds a {key} {getattr(meta, key)!r}, not {asked!r}")
     try:
-        cls = agent_class(meta["agent"])
+        cls = agent_class(meta.agent)
         obj = cls(
-            space_from_json(meta["observation_space"]),
-            space_from_json(meta["action_space"]),
-            build_config(cls, meta["agent_config"]),
-            meta["norm"],
+            meta.observation_space,
+            meta.action_space,
+            build_config(cls, meta.agent_config),
+            meta.norm,
             device,
         )
-        normalizer = meta.get("obs_normalizer")
-        if normalizer is not None:
+        if meta.obs_normalizer is not None:
+            clip, eps = meta.obs_normalizer
             obj.obs_normalizer = ObservationNormalizer(
-                space_shape(obj.observation_space),
-                clip=float(normalizer["clip"]),
-                eps=float(normalizer["eps"]),
+                space_shape(obj.observation_space), clip=clip, eps=eps
             ).to(obj.device)
+        if meta.run is not None and "agent_config" in meta.run.config:
+            build_config(cls, meta.run.config["agent_config"])
     except (RlnormError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild its agent from meta.json: {e!r}") from None
+        raise CheckpointError(f"{path}: cannot rebuild its agent from meta.json: {e}") from None
 
     weights = _load_tensors(path / WEIGHTS, obj.device)
     modules = _modules(obj)
-    expected = {f"{n}.{k}" for n, m in modules.items() for k in m.state_dict()}
-    if set(weights) != expected:
-        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    own = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+    if set(weights) != set(own):
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         raise CheckpointError(
-            f"{path}: weights do not fit a {meta['agent']} agent with norm {meta['norm']!r} "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            f"{path}: weights do not fit a {meta.agent} agent with norm {meta.norm!r} "
+            f"(missing {missing[:5]}, unexpected {describe(unexpected[:5], 200)})"
         )
+    for key, value in weights.items():
+        _check_tensor(path / WEIGHTS, key, value, own[key], finite=not allow_non_finite)
     for name, module in modules.items():
         prefix = f"{name}."
         state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
@@ -359,23 +335,89 @@ def load(
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights of {name!r} do not fit: {e}") from None
         module.eval()
+    _load_optimizers(path, meta, obj, finite=not allow_non_finite)
+    obj.counters = dict(meta.counters)
+    return obj
 
-    opt_tensors = _load_tensors(path / OPTIMIZER, obj.device)
-    for name, opt in obj.optimizers().items():
-        groups = meta["optimizer_param_groups"].get(name)
+
+def _check_tensor(
+    where: Path,
+    key: str,
+    value: torch.Tensor,
+    like: torch.Tensor | None = None,
+    *,
+    finite: bool = True,
+) -> None:
+    """Refuse a tensor of another dtype or shape than ``like`` (the agent's own: loading
+    would silently cast it) or, when ``finite``, one holding NaN/inf, naming it."""
+    if like is not None and (value.dtype != like.dtype or value.shape != like.shape):
+        raise CheckpointError(
+            f"{where}: tensor {key!r} is {value.dtype} {tuple(value.shape)}, the agent's is "
+            f"{like.dtype} {tuple(like.shape)}"
+        )
+    floating = value.dtype.is_floating_point or value.dtype.is_complex
+    if finite and floating and not bool(torch.isfinite(value).all()):
+        raise CheckpointError(f"{where}: tensor {key!r} holds NaN or inf values")
+
+
+def _same_kind(saved: Any, own: Any) -> bool:
+    """Whether a saved optimizer hyperparameter can stand for the optimizer's own value."""
+    if own is None:
+        return saved is None or isinstance(saved, bool)
+    if isinstance(own, bool):
+        return isinstance(saved, bool)
+    if isinstance(own, int | float):
+        return isinstance(saved, int | float) and not isinstance(saved, bool)
+    if isinstance(own, tuple | list):
+        return isinstance(saved, list) and len(saved) == len(own)
+    return type(saved) is type(own)
+
+
+def _load_optimizers(path: Path, meta: CheckpointMeta, agent: Agent, *, finite: bool) -> None:
+    """Restore each optimizer: its param groups must have the keys, parameters and kinds of
+    values of the agent's own, its state tensors must belong to its parameters, with their
+    shape and dtype, and be finite."""
+    opt_tensors = _load_tensors(path / OPTIMIZER, agent.device)
+    optimizers = agent.optimizers()
+    for key in opt_tensors:
+        name, _, rest = key.partition(".")
+        param_id, _, field = rest.partition(".")
+        if name not in optimizers or not param_id.isdecimal() or not field:
+            raise CheckpointError(f"{path / OPTIMIZER}: unexpected tensor {describe(key)}")
+    for name, opt in optimizers.items():
+        groups = meta.optimizer_param_groups.get(name)
+        own_groups = opt.state_dict()["param_groups"]
         if groups is None:
             raise CheckpointError(f"{path}: no state for optimizer {name!r}")
+        if len(groups) != len(own_groups):
+            raise CheckpointError(f"{path}: optimizer {name!r} has {len(groups)} param groups")
+        params: dict[int, torch.Tensor] = {}
+        for i, (group, own) in enumerate(zip(groups, own_groups, strict=True)):
+            where = f"{path / META}: optimizer_param_groups.{name}[{i}]"
+            if set(group) != set(own) or group["params"] != own["params"]:
+                raise CheckpointError(f"{where}: its keys or parameters are not the optimizer's")
+            for k, v in group.items():
+                if not _same_kind(v, own[k]):
+                    raise CheckpointError(
+                        f"{where}.{k}: {describe(v)} cannot stand for {describe(own[k])}"
+                    )
+            for param_id, param in zip(own["params"], opt.param_groups[i]["params"], strict=True):
+                params[param_id] = param
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in opt_tensors.items():
+            opt_name, param_id, field = key.split(".", 2)
+            if opt_name != name:
+                continue
+            param = params.get(int(param_id))
+            if param is None:
+                raise CheckpointError(f"{path / OPTIMIZER}: {key!r} names no parameter of {name}")
+            like = param if value.dim() else None
+            _check_tensor(path / OPTIMIZER, key, value, like, finite=finite)
+            opt_state.setdefault(int(param_id), {})[field] = value
         try:
-            for key, value in opt_tensors.items():
-                opt_name, param_id, field = key.split(".", 2)
-                if opt_name == name:
-                    opt_state.setdefault(int(param_id), {})[field] = value
             opt.load_state_dict({"state": opt_state, "param_groups": groups})
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{path}: optimizer {name!r} state does not fit: {e}") from None
-    obj.counters = dict(meta.get("counters", {}))
-    return obj
 
 
 def load_training_state(
@@ -384,12 +426,14 @@ def load_training_state(
     """The training state saved with the checkpoint at ``path`` (empty if it has none)."""
     path = Path(path)
     meta = read_meta(path)
-    if TRAINING_STATE not in meta["sha256"]:
+    if TRAINING_STATE not in meta.sha256:
         return {}
+    tensors = _load_tensors(path / TRAINING_STATE, torch.device(device))
+    for key, value in tensors.items():
+        _check_tensor(path / TRAINING_STATE, key, value)
     # Cloned: tensors straight from a safetensors file can sit at addresses that are not
     # 64-byte aligned, and CPU kernels then round differently in the last bit, which would
     # make a resumed run drift from an uninterrupted one.
-    tensors = _load_tensors(path / TRAINING_STATE, torch.device(device))
     return {k: v.clone() for k, v in tensors.items()}
 
 

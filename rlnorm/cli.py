@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from rlnorm import agents, checkpoint, config, envs, norm, plot_command
+from rlnorm import agents, checkpoint, config, envs, norm, plot_command, rundir
 from rlnorm.audit import audit_checkpoint, format_findings
-from rlnorm.errors import RlnormError
+from rlnorm.errors import CheckpointError, RlnormError, RunDirError
 from rlnorm.learner import Learner, TrainResult
 from rlnorm.render import render_episode
 from rlnorm.rollout import evaluate
@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RUN_DIR",
         help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a non-empty --run-dir after moving its contents aside to "
+        "<run-dir>.replaced-<time> (nothing is deleted); without it a non-empty run "
+        "directory is refused",
     )
     train.add_argument(
         "--nan-policy",
@@ -195,16 +202,20 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
         f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.dump(cfg))
-        (run_dir / "command.txt").write_text(shlex.join(["rlnorm", *args.argv]) + "\n")
-    except OSError as e:
-        raise RlnormError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
-
-    env, eval_env = _envs(cfg, device)
-    learner = Learner.create(agents.get(cfg.agent), env, eval_env, cfg, run_dir, quiet=args.quiet)
-    return _report(cfg, learner.train())
+    command = shlex.join(["rlnorm", *args.argv])
+    with rundir.claim(run_dir, overwrite=args.overwrite, command=command) as moved:
+        if moved is not None:
+            print(f"moved the previous contents of {run_dir} to {moved}")
+        try:
+            (run_dir / "config.yaml").write_text(config.dump(cfg))
+            (run_dir / "command.txt").write_text(command + "\n")
+        except OSError as e:
+            raise RunDirError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
+        env, eval_env = _envs(cfg, device)
+        learner = Learner.create(
+            agents.get(cfg.agent), env, eval_env, cfg, run_dir, quiet=args.quiet
+        )
+        return _report(cfg, learner.train())
 
 
 def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
@@ -235,19 +246,26 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
         raise RlnormError(f"--resume {args.resume}: no such run directory")
     if not last.exists() and not last.with_name(".last.old").exists():
         raise RlnormError(f"--resume {args.resume}: no checkpoints/last to resume from")
-    meta = checkpoint.read_meta(last)
-    cfg = config.from_dict(meta.get("extra", {}).get("run_config", {}), agents.get)
-    if args.steps is not None:
-        cfg.train.total_steps = args.steps
-    cfg.device = str(device)
-    with open(args.resume / "command.txt", "a") as f:
-        f.write(shlex.join(["rlnorm", *args.argv]) + "\n")
-    agent = checkpoint.load(last, agents.get, device)
-    env, eval_env = _envs(cfg, device)
-    learner = Learner(agent, env, eval_env, cfg, args.resume, quiet=args.quiet)
-    learner.restore(last)
-    print(f"resuming {args.resume} at env step {learner.env_steps} of {cfg.train.total_steps}")
-    return _report(cfg, learner.train())
+    command = shlex.join(["rlnorm", *args.argv])
+    with rundir.claim(args.resume, resume=True, overwrite=args.overwrite, command=command):
+        meta = checkpoint.read_meta(last)
+        if meta.run is None:
+            raise CheckpointError(f"{last}: records no run config to resume")
+        cfg = config.from_dict(meta.run.config, agents.get)
+        if args.steps is not None:
+            cfg.train.total_steps = args.steps
+        cfg.device = str(device)
+        try:
+            with open(args.resume / "command.txt", "a") as f:
+                f.write(command + "\n")
+        except OSError as e:
+            raise RunDirError(f"cannot write the run directory {args.resume}: {e.strerror}") from e
+        agent = checkpoint.load(last, agents.get, device)
+        env, eval_env = _envs(cfg, device)
+        learner = Learner(agent, env, eval_env, cfg, args.resume, quiet=args.quiet)
+        learner.restore(last)
+        print(f"resuming {args.resume} at env step {learner.env_steps} of {cfg.train.total_steps}")
+        return _report(cfg, learner.train())
 
 
 def _report(cfg: config.RunConfig, result: TrainResult) -> int:
@@ -280,12 +298,17 @@ def _eval(args: argparse.Namespace) -> int:
     meta = checkpoint.read_meta(path)
     agent = checkpoint.load(path, agents.get, device)
     # Defaults replay the run's own evaluation: same seed, same split of episodes over envs.
-    run_config = meta.get("extra", {}).get("run_config", {})
-    seed = args.seed if args.seed is not None else config.eval_seed(run_config.get("seed", 0))
-    num_envs = args.num_envs or run_config.get("train", {}).get("eval_num_envs", 20)
-    episodes = args.episodes or run_config.get("train", {}).get("final_eval_episodes", 100)
-    backend = run_config.get("backend", "auto")
-    env = envs.make(meta["env_id"], num_envs=num_envs, device=device, backend=backend)
+    run = meta.run
+    if args.seed is not None:
+        seed = config.check_seed(args.seed, "--seed")
+    else:
+        seed = config.eval_seed(run.seed if run else 0)
+    num_envs = args.num_envs or (run.train.eval_num_envs if run else 20)
+    if num_envs > config.MAX_ENVS:
+        raise RlnormError(f"--num-envs {num_envs}: at most {config.MAX_ENVS}")
+    episodes = args.episodes or (run.train.final_eval_episodes if run else 100)
+    backend = run.backend if run else "auto"
+    env = envs.make(meta.env_id, num_envs=num_envs, device=device, backend=backend)
     result = evaluate(agent, env, episodes, deterministic=not args.stochastic, seed=seed)
     if args.json:
         print(
@@ -300,11 +323,11 @@ def _eval(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"{meta['agent']} ({meta['norm']} norm) on {meta['env_id']}: mean return "
+            f"{meta.agent} ({meta.norm} norm) on {meta.env_id}: mean return "
             f"{result.mean:.2f} +- {result.std:.2f} over {len(result.returns)} episodes"
         )
     if args.render is not None:
-        frames = render_episode(agent, meta["env_id"], args.render, seed=seed)
+        frames = render_episode(agent, meta.env_id, args.render, seed=seed)
         print(f"rendered one episode ({frames} frames) to {args.render}")
     return 0
 

@@ -7,15 +7,21 @@ A config file has three top-level keys, each optional::
     agent: {...}           # the agent's Config dataclass fields
 
 ``configs/<agent>/<env-id>.yaml`` is used when it exists, else ``configs/<agent>/default.yaml``.
-Files are read with ``yaml.safe_load``: a config cannot construct Python objects or run
-code. Every key is checked: an unknown key names the valid ones.
+Files are read with a bounded ``yaml.SafeLoader``: a config cannot construct Python objects
+or run code, and hostile input is refused in bounded time (at most ``MAX_CONFIG_BYTES``, no
+aliases, so no "billion laughs" expansion, nesting at most ``MAX_DEPTH`` deep). Every key is
+checked: an unknown key names the valid ones; numbers are finite and within int64, layer
+widths at most ``MAX_WIDTH``, seeds in ``[0, MAX_SEED]``.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,21 @@ from typing import Any
 import yaml
 
 from rlnorm.agent import Agent, AgentLookup
+from rlnorm.bounded import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_INT, describe, load_yaml
 from rlnorm.errors import ConfigError, UnknownNameError
+
+#: The widest hidden layer a tuple of layer widths may ask for.
+MAX_WIDTH = 1 << 16
+#: The largest run seed: offsets (evaluation, sub-env index) stay inside int64 and numpy's
+#: seed range.
+MAX_SEED = 2**62
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int in ``[0, MAX_SEED]``, or ConfigError naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} must be an integer in [0, 2**62], got {describe(seed)}")
+    return seed
 
 
 def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> Any:
@@ -42,9 +62,13 @@ def build_dataclass(
     config file, type-checking each value against its field's default."""
     defaults = {f.name: f.default for f in fields(datacls)}
     checked: dict[str, Any] = {}
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {describe(values)}")
     for key, value in dict(values or {}).items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{section}: keys must be names, got {describe(key)}")
         if key not in defaults:
-            err = UnknownNameError(what, key, defaults)
+            err = UnknownNameError(what, key if len(key) <= 100 else describe(key), defaults)
             raise ConfigError(f"{section}.{key}: {err}") from None
         checked[key] = _coerce(f"{section}.{key}", value, defaults[key])
     return datacls(**checked)
@@ -52,10 +76,32 @@ def build_dataclass(
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """``value`` converted to the type of ``default``, or a ConfigError saying why not."""
+    value = _coerce_type(key, value, default)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{key}: {describe(value)} is out of range (at most 2**63 - 1)")
+    if isinstance(value, str) and len(value) > 1000:
+        raise ConfigError(f"{key}: {describe(value)} is too long (at most 1000 characters)")
+    if isinstance(value, tuple):
+        if len(value) > MAX_DEPTH:
+            raise ConfigError(f"{key}: at most {MAX_DEPTH} entries, got {len(value)}")
+        for entry in value:
+            if not isinstance(entry, int | float | str | bool):
+                raise ConfigError(f"{key}: entries must be numbers, got {describe(entry)}")
+            _coerce(key, entry, entry)
+    return value
+
+
+def _coerce_type(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or a ConfigError saying why not."""
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is float and isinstance(value, str):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {describe(value)} is too large for a float") from None
+    if expected is float and isinstance(value, str) and len(value) <= 100:
         # YAML 1.1 reads "3e-4" (no dot) as a string; accept any float literal Python accepts.
         try:
             return float(value)
@@ -66,8 +112,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     raise ConfigError(
-        f"{key}: expected {expected.__name__} (like the default {default!r}), "
-        f"got {type(value).__name__} {value!r}"
+        f"{key}: expected {expected.__name__} (like the default {describe(default)}), "
+        f"got {type(value).__name__} {describe(value)}"
     )
 
 
@@ -79,32 +125,46 @@ def check_ranges(
     positive: tuple[str, ...] = (),
     non_negative: tuple[str, ...] = (),
     unit_interval: tuple[str, ...] = (),
+    at_most: Mapping[str, int] = {},
 ) -> None:
     """Raise :class:`ConfigError` naming the first field of ``config`` out of its range.
 
     For an agent Config's ``__post_init__``: ``choices`` maps a field to its valid strings,
-    ``positive`` fields must be > 0, ``non_negative`` >= 0, ``unit_interval`` in [0, 1].
-    ``section`` prefixes the key in messages (the config file's top-level key).
+    ``positive`` fields must be > 0, ``non_negative`` >= 0, ``unit_interval`` in [0, 1],
+    ``at_most`` fields at most their bound (sizes that allocate memory). A tuple field (layer
+    widths) must hold integers, each at most ``MAX_WIDTH``. ``section`` prefixes the key in
+    messages (the config file's top-level key).
     """
     for key, valid in choices.items():
         if getattr(config, key) not in valid:
             raise ConfigError(
-                f"{section}.{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}"
+                f"{section}.{key}: {describe(getattr(config, key))} is not one of "
+                f"{', '.join(valid)}"
             )
+    bounds: list[tuple[str, str, Callable[[Any], bool]]]
     bounds = [(k, "> 0", lambda v: v > 0) for k in positive]
     bounds += [(k, ">= 0", lambda v: v >= 0) for k in non_negative]
     bounds += [(k, "in [0, 1]", lambda v: 0 <= v <= 1) for k in unit_interval]
+    bounds += [(k, f"<= {m}", partial(operator.ge, m)) for k, m in at_most.items()]
     for key, text, ok in bounds:
         value = getattr(config, key)
         if isinstance(value, tuple):
             if not value or not all(
-                isinstance(v, int) and not isinstance(v, bool) and ok(v) for v in value
+                isinstance(v, int) and not isinstance(v, bool) and ok(v) and v <= MAX_WIDTH
+                for v in value
             ):
                 raise ConfigError(
-                    f"{section}.{key}: every entry must be an integer {text}, got {list(value)}"
+                    f"{section}.{key}: every entry must be an integer {text} and at most "
+                    f"{MAX_WIDTH}, got {describe(list(value))}"
                 )
         elif not ok(value):
-            raise ConfigError(f"{section}.{key}: must be {text}, got {value!r}")
+            raise ConfigError(f"{section}.{key}: must be {text}, got {describe(value)}")
+
+
+#: Bounds of the train sizes that allocate memory (sub-envs, episode slots, step counters).
+MAX_ENVS = 1 << 20
+MAX_EPISODES = 1 << 24
+MAX_STEPS = 1 << 50
 
 
 @dataclass
@@ -142,6 +202,14 @@ class TrainConfig:
             ),
             non_negative=("eval_every", "checkpoint_every", "keep_checkpoints", "log_every"),
             unit_interval=("reward_gamma",),
+            # Sizes that allocate: one sub-env or episode slot each.
+            at_most={
+                "num_envs": MAX_ENVS,
+                "eval_num_envs": MAX_ENVS,
+                "eval_episodes": MAX_EPISODES,
+                "final_eval_episodes": MAX_EPISODES,
+                "total_steps": MAX_STEPS,
+            },
         )
 
 
@@ -215,19 +283,20 @@ def packaged_config_names(agent: str) -> list[str]:
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a config file safely; a syntax error names the file and line."""
+    """Parse a config file safely (:func:`load_yaml`); a syntax error names the file and line."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {path.stat().st_size} bytes, more than a config may hold "
+                f"({MAX_CONFIG_BYTES})"
+            )
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (it is not valid UTF-8)") from None
+    data = load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -236,15 +305,21 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"agent.lr=3e-4"`` -> ``(["agent", "lr"], 0.0003)``; the value is parsed as YAML."""
+    """``"agent.lr=3e-4"`` -> ``(["agent", "lr"], 0.0003)``; the value is parsed as YAML
+    (bounded as a config file is)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. agent.lr=3e-4)")
+        raise ConfigError(
+            f"override {describe(text)} is not of the form key=value (e.g. agent.lr=3e-4)"
+        )
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
-    return key.strip().split("."), value
+        value = load_yaml(raw, f"override {describe(text)}")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (the value is parsed as YAML)") from None
+    path = key.strip().split(".")
+    if len(path) > MAX_DEPTH or not all(part.strip() for part in path):
+        raise ConfigError(f"override {describe(text)}: the key must be dotted names, like agent.lr")
+    return path, value
 
 
 _TOP_KEYS = ("norm", "train", "agent")
@@ -265,7 +340,7 @@ def _check_section(name: str, values: Any) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(
-            f"{name}: expected a mapping of keys, got {type(values).__name__} {values!r}"
+            f"{name}: expected a mapping of keys, got {type(values).__name__} {describe(values)}"
         )
     return values
 
@@ -286,6 +361,7 @@ def resolve(
     from rlnorm import norm as norms
 
     agent = agent_cls.name
+    check_seed(seed)
     source = config_file if config_file is not None else packaged_config(agent, env_id)
     data = read_yaml(source) if source is not None else {}
     for text in overrides:
@@ -293,12 +369,17 @@ def resolve(
         _merge(data, key, value)
     for top_key in data:
         if top_key not in _TOP_KEYS:
-            err = UnknownNameError("top-level config key", top_key, _TOP_KEYS)
-            raise ConfigError(f"{top_key}: {err}")
+            name = (
+                top_key if isinstance(top_key, str) and len(top_key) <= 100 else describe(top_key)
+            )
+            err = UnknownNameError("top-level config key", name, _TOP_KEYS)
+            raise ConfigError(f"{name}: {err}")
     train_values = _check_section("train", data.get("train"))
     if total_steps is not None:
         train_values["total_steps"] = total_steps
     chosen_norm = norm if norm is not None else data.get("norm", "none")
+    if not isinstance(chosen_norm, str):
+        raise ConfigError(f"norm: expected a name, got {describe(chosen_norm)}")
     norms.get(chosen_norm)
     return RunConfig(
         agent=agent,
@@ -311,25 +392,32 @@ def resolve(
     )
 
 
-def from_dict(data: dict[str, Any], agent_class: AgentLookup) -> RunConfig:
+def from_dict(data: Any, agent_class: AgentLookup) -> RunConfig:
     """Rebuild a :class:`RunConfig` from :meth:`RunConfig.to_dict` (a checkpoint's copy);
-    ``agent_class`` finds the agent by its name (``rlnorm.agents.get``)."""
-    try:
-        cls = agent_class(data["agent"])
-        return RunConfig(
-            agent=data["agent"],
-            env=data["env"],
-            norm=data["norm"],
-            seed=int(data["seed"]),
-            device=data["device"],
-            backend=data.get("backend", "auto"),
-            train=build_dataclass(
-                TrainConfig, data["train"], section="train", what="train config key"
-            ),
-            agent_config=build_config(cls, data["agent_config"]),
-        )
-    except KeyError as e:
-        raise ConfigError(f"a run config needs the key {e.args[0]!r}") from None
+    ``agent_class`` finds the agent by its name (``rlnorm.agents.get``). Anything malformed
+    is a :class:`ConfigError` naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a run config must be a mapping, got {describe(data)}")
+    for key in ("agent", "env", "norm", "seed", "device", "train", "agent_config"):
+        if key not in data:
+            raise ConfigError(f"a run config needs the key {key!r}")
+    for key in ("agent", "env", "norm", "device"):
+        if not isinstance(data[key], str) or len(data[key]) > 1000:
+            raise ConfigError(f"run config {key}: expected a name, got {describe(data[key])}")
+    backend = data.get("backend", "auto")
+    if backend not in ("auto", "native", "gymnasium"):
+        raise ConfigError(f"run config backend: {describe(backend)} is not auto, native, gymnasium")
+    cls = agent_class(data["agent"])
+    return RunConfig(
+        agent=data["agent"],
+        env=data["env"],
+        norm=data["norm"],
+        seed=check_seed(data["seed"], "run config seed"),
+        device=data["device"],
+        backend=backend,
+        train=build_dataclass(TrainConfig, data["train"], section="train", what="train config key"),
+        agent_config=build_config(cls, data["agent_config"]),
+    )
 
 
 def packaged_configs_dir() -> Path:

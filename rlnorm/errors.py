@@ -80,3 +80,8 @@ class MissingDependencyError(RlnormError, ImportError):
     """An optional package is not installed (or too old) for what was asked: the
     stable-baselines3 adapter ``sb3:<Algo>`` without stable-baselines3 or sb3-contrib. The
     message names the package and the ``pip install`` that fixes it."""
+
+
+class RunDirError(RlnormError):
+    """A run directory cannot be used: another run holds it, it holds another run's files
+    (and neither ``--resume`` nor ``--overwrite`` was given), or it cannot be written."""

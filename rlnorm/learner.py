@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,16 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlnorm import checkpoint
+from rlnorm import checkpoint, resume
 from rlnorm.agent import Agent, OffPolicy, OnPolicy
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
-from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
+from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler
 from rlnorm.replay import ReplayBuffer
+from rlnorm.resume import replay_of
 from rlnorm.rollout import EvalResult, Rollout, RolloutManager
 from rlnorm.safety import training
 
@@ -56,14 +56,6 @@ class TrainResult:
     final_eval: EvalResult
     env_steps: int
     wall_time: float
-
-
-def _replay(agent: Agent) -> ReplayBuffer | None:
-    """The replay buffer an off-policy agent keeps as ``agent.replay`` (None: it has none)."""
-    replay = getattr(agent, "replay", None)
-    if replay is not None and not isinstance(replay, ReplayBuffer):
-        raise ConfigError(f"{agent.name}.replay is a {type(replay).__name__}, not a ReplayBuffer")
-    return replay
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -162,18 +154,6 @@ class Learner:
         self._params_by_device: dict[torch.device, list[torch.Tensor]] | None = None
 
     # -- checkpoints -----------------------------------------------------------------------
-    def _training_state(self) -> dict[str, torch.Tensor]:
-        state: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-        if self.env.device.type == "cuda":
-            state["rng.cuda"] = torch.cuda.get_rng_state(self.env.device)
-        if isinstance(self.env, ResumableEnv):
-            state.update({f"env.{k}": v for k, v in self.env.state_dict().items()})
-        state.update({f"rollout.{k}": v for k, v in self.rollouts.state_dict().items()})
-        replay = _replay(self.agent)
-        if replay is not None:
-            state.update({f"replay.{k}": v for k, v in replay.state_dict().items()})
-        return state
-
     def _save(self, name: str, with_state: bool = False, **extra: Any) -> Path:
         return checkpoint.save(
             self.agent,
@@ -189,23 +169,18 @@ class Learner:
                 },
                 **extra,
             },
-            training_state=self._training_state() if with_state else None,
+            training_state=(
+                resume.capture(self.env, self.rollouts, replay_of(self.agent))
+                if with_state
+                else None
+            ),
         )
 
     def _checkpoint(self) -> None:
         """Write ``last`` (resumable) and a periodic ``step-<n>`` snapshot, keeping the newest
         ``keep_checkpoints`` snapshots."""
         last = self._save("last", with_state=True)
-        keep = self.config.train.keep_checkpoints
-        if keep == 0:
-            return
-        snapshot = last.with_name(f"step-{self.env_steps:010d}")
-        tmp = last.with_name(f".{snapshot.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(last, tmp)
-        tmp.replace(snapshot)
-        for old in sorted(last.parent.glob("step-*"))[:-keep]:
-            shutil.rmtree(old)
+        resume.snapshot(last, self.env_steps, self.config.train.keep_checkpoints)
 
     def restore(self, path: str | Path) -> None:
         """Continue the run saved in the checkpoint ``path`` (its ``last`` checkpoint): the
@@ -217,44 +192,29 @@ class Learner:
             raise CheckpointError(
                 f"{path} holds no training state (only checkpoints/last of a run does)"
             )
-        self.env_steps = int(meta["counters"]["env_steps"])
-        self.updates = int(meta["counters"]["updates"])
-        learner = meta["extra"]["learner"]
-        self.best_mean = float(learner["best_mean"])
-        self.next_eval, self.next_checkpoint = learner["next_eval"], learner["next_checkpoint"]
+        if meta.learner is None or not {"env_steps", "updates"} <= set(meta.counters):
+            raise CheckpointError(f"{path} records no learner state (counters, schedules)")
+        self.env_steps = meta.counters["env_steps"]
+        self.updates = meta.counters["updates"]
+        self.best_mean = meta.learner.best_mean
+        self.next_eval, self.next_checkpoint = meta.learner.next_eval, meta.learner.next_checkpoint
         # A kill between writing best/ and last/ leaves best/ newer: keep its mean.
         best = Path(path).parent / "best"
         if best.is_dir():
-            best_eval = checkpoint.read_meta(best)["extra"].get("eval", {})
-            self.best_mean = max(self.best_mean, float(best_eval.get("mean", -math.inf)))
+            best_mean = checkpoint.read_meta(best).eval_mean
+            self.best_mean = max(self.best_mean, -math.inf if best_mean is None else best_mean)
         self._restored = state
 
     def _apply_restored(self) -> None:
         """Put the restored training state in place, after the env's first reset."""
-        state = self._restored
-        assert state is not None
-        parts: dict[str, dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            group, _, name = key.partition(".")
-            parts.setdefault(group, {})[name] = value
-        torch.set_rng_state(parts["rng"]["torch"].cpu())
-        if "cuda" in parts["rng"]:
-            torch.cuda.set_rng_state(parts["rng"]["cuda"].cpu(), self.env.device)
-        if "env" in parts and isinstance(self.env, ResumableEnv):
-            self.env.load_state_dict(parts["env"])
-        else:
-            warnings.warn(
-                f"{self.env!r} cannot save its state: the resumed run starts fresh episodes "
-                "(seeded from the step count), so it will not match an uninterrupted run",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self.rollouts.reset(seed=self.config.seed + self.env_steps)
-            parts["rollout"].pop("obs", None)
-        self.rollouts.load_state_dict(parts["rollout"])
-        replay = _replay(self.agent)
-        if "replay" in parts and replay is not None:
-            replay.load_state_dict(parts["replay"])
+        assert self._restored is not None
+        resume.apply(
+            self._restored,
+            self.env,
+            self.rollouts,
+            replay_of(self.agent),
+            fresh_seed=self.config.seed + self.env_steps,
+        )
         self._restored = None
 
     # -- evaluation ------------------------------------------------------------------------
@@ -346,7 +306,7 @@ class Learner:
         self.env_steps += rollout.num_steps
         progress = min(1.0, self.env_steps / self.config.train.total_steps)
         if isinstance(collection, OffPolicy):
-            replay = _replay(self.agent)
+            replay = replay_of(self.agent)
             if replay is None:
                 raise ConfigError(f"off-policy agent {self.agent.name} has no replay buffer")
             replay.add(rollout)

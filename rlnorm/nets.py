@@ -171,7 +171,7 @@ def joint_forward(
 def joint_sizes() -> tuple[int, ...] | None:
     """Inside :func:`joint_forward`, the batch sizes of its inputs in order; else ``None``.
 
-    Lets a diagnostic that watches a layer (:class:`rlnorm.diagnostics.StreamWatch`) split
+    Lets a diagnostic that watches a layer (:class:`rlnorm.streams.StreamWatch`) split
     the merged batch back into its streams and measure how far apart they are.
     """
     return _JOINT_SIZES.get()

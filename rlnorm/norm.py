@@ -7,7 +7,7 @@ differ?) instead of testing ``isinstance``. Adding a kind is one ``register`` ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -187,3 +187,42 @@ register(
         layer_types=(RMSNorm,),
     )
 )
+
+
+#: The modules to inspect: a module, a mapping of names to modules, an agent (anything
+#: whose ``modules()`` returns such a mapping), or an iterable of modules.
+Modules = nn.Module | Mapping[str, nn.Module] | Iterable[nn.Module] | Any
+
+
+def named_roots(modules: Modules) -> dict[str, nn.Module]:
+    """Name the module trees in ``modules``: a lone module is unprefixed (its layers are
+    ``"1"``, ``"body.1"``), a mapping or an agent keeps its names (``"actor.body.1"``), an
+    iterable of modules is named ``"0"``, ``"1"``, ..."""
+    if isinstance(modules, nn.Module):
+        return {"": modules}
+    if isinstance(modules, Mapping):
+        roots = dict(modules)
+    elif callable(agent_modules := getattr(modules, "modules", None)):
+        roots = dict(agent_modules())
+    else:
+        roots = {str(i): m for i, m in enumerate(modules)}
+    for name, module in roots.items():
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{name!r}: expected torch.nn.Module, got {type(module).__name__}")
+    return roots
+
+
+def named_layers(modules: Modules) -> Iterator[tuple[str, nn.Module]]:
+    """Every submodule of ``modules`` with its path, each module once."""
+    seen: set[int] = set()
+    for prefix, root in named_roots(modules).items():
+        for path, module in root.named_modules(prefix=prefix):
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield path, module
+
+
+def statistics_layers(modules: Modules) -> dict[str, nn.Module]:
+    """The layers that normalize with running statistics in eval mode, by path (the
+    registry decides which: :func:`rlnorm.norm.uses_running_statistics`)."""
+    return {p: m for p, m in named_layers(modules) if uses_running_statistics(m)}

@@ -13,10 +13,10 @@ import rlnorm
 from rlnorm import agents, envs
 from rlnorm.audit import Finding, audit, audit_checkpoint, format_findings
 from rlnorm.config import build_config
-from rlnorm.diagnostics import StreamWatch
 from rlnorm.layers import BatchRenorm1d
 from rlnorm.nets import joint_forward, mlp
 from rlnorm.rollout import RolloutManager
+from rlnorm.streams import StreamWatch
 
 
 def trained(net: nn.Module, passes: int = 20, **kwargs: int) -> nn.Module:

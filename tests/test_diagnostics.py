@@ -10,17 +10,12 @@ import torch
 from torch import nn
 
 import rlnorm
-from rlnorm import diagnostics
+from rlnorm import metrics
 from rlnorm import norm as norms
-from rlnorm.diagnostics import (
-    NormDiagnostics,
-    StreamWatch,
-    stat_drift,
-    stream_gap,
-    train_eval_gap,
-)
+from rlnorm.diagnostics import NormDiagnostics, stat_drift, train_eval_gap
 from rlnorm.layers import GuardedBatchNorm1d
 from rlnorm.nets import joint_forward, mlp
+from rlnorm.streams import StreamWatch, stream_gap
 
 STATISTICS_KINDS = ["batch", "batch_renorm"]
 
@@ -221,7 +216,7 @@ def test_norm_diagnostics_measure_every_k_updates() -> None:
 def test_every_norm_metric_name_has_a_row_in_docs_metrics() -> None:
     names = [
         value
-        for key, value in vars(diagnostics).items()
+        for key, value in vars(metrics).items()
         if key.isupper() and isinstance(value, str) and value.startswith("norm/")
     ]
     assert len(names) >= 12

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import rlnorm
-from rlnorm import agents, checkpoint, cli, diagnostics, envs
+from rlnorm import agents, checkpoint, cli, envs, metrics
 from rlnorm import norm as norms
 from rlnorm.agent import Agent
 from rlnorm.config import build_config
@@ -114,7 +114,7 @@ def test_short_run_checkpoints_and_eval_reproduces(agent: str, norm: str, tmp_pa
         assert not any(m.training for m in module.modules()), name
         for key, value in module.state_dict().items():
             assert torch.equal(value, saved[f"{name}.{key}"]), f"{name}.{key}"
-    counters = checkpoint.read_meta(tmp_path / "checkpoints" / "last")["counters"]
+    counters = checkpoint.read_meta(tmp_path / "checkpoints" / "last").counters
     # 4 sub-envs: the first update comes at 100 env steps, then one per 4 steps.
     assert counters == {"env_steps": 300, "updates": 51}
     assert int(loaded.counter.steps) == 51 * 4  # update-to-data ratio 1
@@ -161,7 +161,7 @@ def test_interrupted_sac_resumes_to_the_same_weights(
         interrupt_after(m, 50)  # 4 env steps a learner step: dies at 200, after 160's checkpoint
         with pytest.raises(KeyboardInterrupt):
             train(broken, "sac", "batch_renorm", 240, *extra)
-    assert checkpoint.read_meta(broken / "checkpoints" / "last")["counters"]["env_steps"] == 160
+    assert checkpoint.read_meta(broken / "checkpoints" / "last").counters["env_steps"] == 160
     rc, _, err = run_main(["train", "--resume", str(broken), "--quiet"])
     assert rc == 0, err
     a, b = (
@@ -423,14 +423,14 @@ def test_off_policy_agents_log_the_critic_gap_and_drift_under_their_own_names(
     agent = make_agent(name, "batch", diagnostics_every=1, **hidden.get(name, {"hidden": (16, 16)}))
     fill(agent)
     with training(*agent.modules().values()):
-        metrics = agent.update(agent.replay, 0.0)
-    norm_keys = {k for k in metrics if k.startswith("norm/")}
+        logged = agent.update(agent.replay, 0.0)
+    norm_keys = {k for k in logged if k.startswith("norm/")}
     assert norm_keys == {
-        diagnostics.GAP_CRITIC,
-        diagnostics.DRIFT_CRITIC_MEAN,
-        diagnostics.DRIFT_CRITIC_LOG_VAR,
+        metrics.GAP_CRITIC,
+        metrics.DRIFT_CRITIC_MEAN,
+        metrics.DRIFT_CRITIC_LOG_VAR,
     }
-    assert metrics[diagnostics.GAP_CRITIC] > 0
+    assert logged[metrics.GAP_CRITIC] > 0
 
 
 # --------------------------------------------------------------------------- replay

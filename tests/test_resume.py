@@ -95,7 +95,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
         with pytest.raises(Interrupt):
             cli.main(["train", "--run-dir", str(broken), *SMALL, *extra])
     meta = checkpoint.read_meta(broken / "checkpoints" / "last")
-    assert meta["counters"]["env_steps"] == 2304
+    assert meta.counters["env_steps"] == 2304
 
     rc, out, _ = run_main(["train", "--resume", str(broken), "--quiet"])
     assert rc == 0
@@ -160,7 +160,7 @@ def test_sigkill_mid_run_then_resume_finishes_with_continuous_steps(tmp_path: Pa
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(Exception):
-                killed_at = checkpoint.read_meta(last)["counters"]["env_steps"]
+                killed_at = checkpoint.read_meta(last).counters["env_steps"]
             if killed_at >= 2048:
                 break
             time.sleep(0.05)
@@ -175,7 +175,7 @@ def test_sigkill_mid_run_then_resume_finishes_with_continuous_steps(tmp_path: Pa
     # Whatever instant the kill hit, a complete checkpoint is there (reading it checks every
     # file against its checksum), with its training state.
     meta = checkpoint.read_meta(last)
-    resumed_from = meta["counters"]["env_steps"]
+    resumed_from = meta.counters["env_steps"]
     assert 2048 <= resumed_from < 40000
     assert checkpoint.load_training_state(last)
 
@@ -184,7 +184,7 @@ def test_sigkill_mid_run_then_resume_finishes_with_continuous_steps(tmp_path: Pa
     assert f"at env step {resumed_from}" in out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == 6144
-    final = checkpoint.read_meta(last)["counters"]
+    final = checkpoint.read_meta(last).counters
     # Steps are continuous: 8 envs x 32 steps = 256 per update from wherever it resumed.
     assert final["env_steps"] == 6144
     assert final["updates"] == 6144 // 256
@@ -234,7 +234,7 @@ def test_nan_reward_stops_the_run_naming_env_and_step_and_keeps_the_last_checkpo
     assert "non-finite reward at rollout step 7, env index 2" in err
     assert "env step 256" in err
     meta = checkpoint.read_meta(run_dir / "checkpoints" / "last")
-    assert meta["counters"]["env_steps"] == 256
+    assert meta.counters["env_steps"] == 256
 
     made["n"] = 0
     with pytest.warns(RuntimeWarning, match="non-finite reward"):
@@ -282,7 +282,7 @@ def test_nan_loss_stops_the_run_naming_the_loss(
     )
     assert rc == 2
     assert "non-finite loss/value_loss after update 3 (env step 768)" in err
-    assert checkpoint.read_meta(run_dir / "checkpoints" / "last")["counters"]["env_steps"] == 512
+    assert checkpoint.read_meta(run_dir / "checkpoints" / "last").counters["env_steps"] == 512
 
 
 def test_a_nan_weight_never_reaches_a_checkpoint(
@@ -304,7 +304,7 @@ def test_a_nan_weight_never_reaches_a_checkpoint(
     assert rc == 2
     assert "non-finite weight actor." in err and "after update 3 (env step 768)" in err
     last = run_dir / "checkpoints" / "last"
-    assert checkpoint.read_meta(last)["counters"]["env_steps"] == 512
+    assert checkpoint.read_meta(last).counters["env_steps"] == 512
     weights = safetensors.torch.load_file(last / "weights.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
@@ -358,7 +358,7 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_the_last_checkpo
     assert "cannot write checkpoint" in err and "No space left on device" in err
     monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
     meta = checkpoint.read_meta(run_dir / "checkpoints" / "last")
-    assert meta["counters"]["env_steps"] == 512
+    assert meta.counters["env_steps"] == 512
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
 
 

@@ -353,7 +353,7 @@ def test_train_acts_in_eval_mode_and_eval_reproduces_the_checkpoint(
 
     last = run_dir / "checkpoints" / "last"
     meta = checkpoint.read_meta(last)
-    assert meta["agent"] == f"sb3:{algorithm}" and meta["norm"] == "batch"
+    assert meta.agent == f"sb3:{algorithm}" and meta.norm == "batch"
     weights = safetensors.torch.load_file(last / "weights.safetensors")
     assert any(k.startswith("policy.") and "running_mean" in k for k in weights)
     final = json.loads((run_dir / "summary.json").read_text())["final_eval"]
