@@ -1,5 +1,7 @@
 """Batched environments (installed as ``rlnorm.envs``): native torch envs for the
-classic-control suite, and every other gymnasium id through an adapter with the same API.
+classic-control suite, and every other gymnasium id through an adapter with the same API;
+``to_gymnasium`` and ``to_sb3`` export a native env to gymnasium's and stable-baselines3's
+vector APIs (``to_sb3`` imports stable-baselines3 on first use, not with this package).
 """
 
 from __future__ import annotations
@@ -40,7 +42,17 @@ __all__ = [
     "gymnasium_env_ids",
     "make",
     "to_gymnasium",
+    "to_sb3",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``to_sb3`` and ``SB3VecEnv`` on first use: importing stable-baselines3 takes seconds."""
+    if name in ("to_sb3", "SB3VecEnv"):
+        from . import sb3_vec
+
+        return getattr(sb3_vec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def env_ids() -> list[str]:
