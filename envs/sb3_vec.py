@@ -68,21 +68,16 @@ class SB3VecEnv(VecEnv):
         env, actions, self._actions = self.torch_env, self._actions, None
         obs, reward, terminated, truncated, _ = env.step(actions)
         done = terminated | truncated
+        dones = self._numpy(done, np.bool_)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        ended = done.nonzero().flatten().tolist()
-        if ended:
+        if dones.any():
             final = self._numpy(obs, self._obs_dtype)
             obs = _reset_ended(env, done)
             limit = (truncated & ~terminated).cpu().numpy()
-            for i in ended:
+            for i in np.flatnonzero(dones):
                 infos[i]["terminal_observation"] = final[i]
                 infos[i]["TimeLimit.truncated"] = bool(limit[i])
-        return (
-            self._numpy(obs, self._obs_dtype),
-            self._numpy(reward, np.float32),
-            self._numpy(done, np.bool_),
-            infos,
-        )
+        return self._numpy(obs, self._obs_dtype), self._numpy(reward, np.float32), dones, infos
 
     def close(self) -> None:
         """Close the wrapped torch env."""

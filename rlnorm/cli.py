@@ -4,6 +4,9 @@ The top floor of the house: with the package facade (``rlnorm/__init__``) it is 
 module that imports both the core and the plug-in folders (``rlnorm.agents``,
 ``rlnorm.envs``); the layer contract in ``.importlinter`` holds everything else below.
 
+Heavy modules (torch, the agents, the envs) are imported inside the commands that need
+them, so ``rlnorm --help`` and argument errors answer at once.
+
 Exit status 2 means the command was given something invalid (an unknown agent, env or
 norm, a bad config); the message on stderr names it and lists what is valid.
 """
@@ -18,16 +21,15 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rlnorm import agents, checkpoint, config, envs, norm, plot
-from rlnorm.audit import audit_checkpoint, format_findings
+from rlnorm import config, plot
 from rlnorm.errors import RlnormError
-from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
-from rlnorm.render import render_episode
-from rlnorm.rollout import evaluate
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlnorm.learner import TrainResult
 
 
 def _positive_int(text: str) -> int:
@@ -158,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -170,6 +174,11 @@ def _device(name: str) -> torch.device:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from rlnorm import agents, envs
+    from rlnorm.learner import Learner
+
     device = _device(args.device)
     if args.resume is not None:
         return _resume(args, device)
@@ -213,6 +222,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
+    from rlnorm import envs
+
     return (
         envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device, backend=cfg.backend),
         envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device, backend=cfg.backend),
@@ -221,6 +232,9 @@ def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
 
 def _resume(args: argparse.Namespace, device: torch.device) -> int:
     """``train --resume RUN_DIR``: the run's own config, from its last checkpoint."""
+    from rlnorm import agents, checkpoint
+    from rlnorm.learner import Learner
+
     fixed = {
         "--agent": args.agent,
         "--env": args.env,
@@ -280,6 +294,11 @@ def _checkpoint_path(path: Path) -> Path:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from rlnorm import agents, checkpoint, envs
+    from rlnorm.learner import EVAL_SEED_OFFSET
+    from rlnorm.render import render_episode
+    from rlnorm.rollout import evaluate
+
     device = _device(args.device)
     path = _checkpoint_path(args.checkpoint)
     meta = checkpoint.read_meta(path)
@@ -315,6 +334,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from rlnorm import agents
+    from rlnorm.audit import audit_checkpoint, format_findings
+
     path = _checkpoint_path(args.checkpoint)
     findings = audit_checkpoint(path, agents.get)
     print(f"{path}:")
@@ -323,6 +345,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
+    from rlnorm import agents, envs, norm
+
     print("agents:")
     for name in agents.names():
         shipped = config.packaged_config_names(name)
@@ -379,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = argv
     if hasattr(args, "threads"):
+        import torch
+
         torch.set_num_threads(args.threads)
     commands = {"train": _train, "eval": _eval, "audit": _audit, "list": _list, "plot": plot.run}
     command = commands[args.command]

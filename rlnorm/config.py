@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from rlnorm.agent import Agent, AgentLookup
 from rlnorm.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:  # for hints only: the agent contract imports torch, which `rlnorm list` avoids
+    from rlnorm.agent import Agent, AgentLookup
 
 
 def build_config(cls: type[Agent], values: Mapping[str, Any] | None = None) -> Any:
