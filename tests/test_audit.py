@@ -126,7 +126,20 @@ def test_batch_renorm_warmup_longer_than_the_run() -> None:
     assert isinstance(layer, BatchRenorm1d) and layer.warmup_steps == 1_000
     # 10 passes at 5% of the run: about 200 passes in all, inside the 1,000-pass warm-up
     finding = only(audit({"q": net}, progress=0.05), "warning", "q.1")
-    assert "about 200 train-mode passes" in finding.message and "warmup_steps" in finding.fix
+    assert finding.message == (
+        "Batch Renorm stays in its warm-up for the whole run, so it normalizes as plain "
+        "BatchNorm throughout: the warm-up lasts 1,000 train-mode passes and the run makes "
+        "about 200"
+    )
+    assert "--set agent.renorm_warmup_steps=N with N well below 200" in finding.fix
+    # the same warm-up set by the agent's config is a recorded choice: noted, not warned
+    agent = type("Agent", (), {"config": None, "modules": lambda self: {"q": net}})()
+    agent.config = type("Config", (), {"renorm_warmup_steps": 1_000})()
+    chosen = only(audit(agent, progress=0.05), "info", "q.1", "stays in its warm-up")
+    assert "set by the config: agent.renorm_warmup_steps=1000" in chosen.message
+    assert "--set agent.renorm_warmup_steps=N" in chosen.fix
+    agent.config.renorm_warmup_steps = 500  # not this layer's warm-up: still a warning
+    only(audit(agent, progress=0.05), "warning", "q.1")
     # without the run's length: noted, not warned
     only(audit({"q": net}), "info", "q.1", "inside its warm-up: 10 of 1000 train-mode passes")
     # 10 passes at 0.1%: 10,000 in all, past warm-up and relaxation
