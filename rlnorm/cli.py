@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
 import textwrap
 import time
@@ -201,8 +203,10 @@ def _train(args: argparse.Namespace) -> int:
         total_steps=args.steps,
     )
     cfg.backend = args.backend
-    run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
-        f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # No ":" in the default path (sb3:PPO, module:Env-v0): shells and tools trip on it.
+    parts = (cfg.agent.replace(":", "-"), cfg.env.replace(":", "-"), cfg.norm)
+    run_dir = args.run_dir or Path(
+        "runs", *parts, f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,6 +273,16 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
     return _report(cfg, learner.train())
 
 
+def _program(name: str) -> str:
+    """How to run the program ``name`` as printed, so that a copied hint works: the bare
+    name when it is on PATH, else its path beside the running Python (``.venv/bin/...``)."""
+    if shutil.which(name):
+        return name
+    beside = Path(sys.executable).parent / name
+    relative = os.path.relpath(beside)
+    return name if not beside.exists() else str(beside) if relative.startswith("..") else relative
+
+
 def _report(cfg: config.RunConfig, result: TrainResult) -> int:
     final = result.final_eval
     print(
@@ -279,8 +293,9 @@ def _report(cfg: config.RunConfig, result: TrainResult) -> int:
         f"final evaluation:  mean return {final.mean:.2f} +- {final.std:.2f} "
         f"over {len(final.returns)} episodes (deterministic, eval mode)"
     )
-    print(f"TensorBoard logs:  {result.tb_dir}   (view: tensorboard --logdir {result.tb_dir})")
-    print(f"checkpoint:        {result.last_checkpoint}   (rlnorm eval {result.last_checkpoint})")
+    tensorboard, rlnorm = _program("tensorboard"), _program("rlnorm")
+    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {result.tb_dir})")
+    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {result.last_checkpoint})")
     return 0
 
 
@@ -290,6 +305,16 @@ def _checkpoint_path(path: Path) -> Path:
         candidate = path / "checkpoints" / name
         if candidate.is_dir() or candidate.with_name(f".{name}.old").is_dir():
             return candidate
+    if (path / "config.yaml").is_file():  # a run directory that never wrote a checkpoint
+        train = config.read_yaml(path / "config.yaml").get("train", {})
+        first = min(
+            v for k in ("checkpoint_every", "eval_every", "total_steps") if (v := train.get(k))
+        )
+        raise RlnormError(
+            f"{path} has no checkpoint: the run stopped (or is still running) before its first "
+            f"one, which comes at env step {first:,} (train.checkpoint_every or eval_every, "
+            "else the end of training)"
+        )
     return path
 
 
@@ -355,11 +380,11 @@ def _list(_: argparse.Namespace) -> int:
     for env_id in envs.env_ids():
         print(f"  {env_id}")
     print("environments through gymnasium's vector env (`--backend gymnasium`, or any id above):")
-    print(
-        textwrap.fill(
-            ", ".join(envs.gymnasium_env_ids()), 88, initial_indent="  ", subsequent_indent="  "
-        )
-    )
+    needs = {i: envs.missing_extra(i) for i in envs.gymnasium_env_ids()}
+    marked = [f"{i} (needs {n[0]})" if n else i for i, n in needs.items()]
+    print(textwrap.fill(", ".join(marked), 88, initial_indent="  ", subsequent_indent="  "))
+    for extra, install in sorted({n for n in needs.values() if n}):
+        print(f"  (needs {extra}): not installed here; {install}")
     print("normalizations:")
     for name in norm.names():
         kind = norm.get(name)
