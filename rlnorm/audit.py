@@ -269,9 +269,13 @@ def _renorm_schedule(
                 f"plain BatchNorm throughout: the warm-up lasts {warmup:,} train-mode passes "
                 f"and the run makes about {total:,.0f}"
                 + (f" (set by the config: agent.{RENORM_WARMUP_KEY}={warmup})" if chosen else ""),
-                f"for Batch Renorm's correction, a shorter warm-up: --set agent.{RENORM_WARMUP_KEY}"
-                f"=N with N well below {total:,.0f} (for an agent without that key, "
-                "BatchRenorm1d(warmup_steps=N)), or a longer run",
+                f"for Batch Renorm's correction, a warm-up well below {total:,.0f} passes ("
+                + (
+                    f"--set agent.{RENORM_WARMUP_KEY}=N"
+                    if configured_warmup is not None
+                    else "BatchRenorm1d(warmup_steps=N)"
+                )
+                + "), or a longer run",
             )
         ]
     if total < full:

@@ -131,7 +131,10 @@ def test_batch_renorm_warmup_longer_than_the_run() -> None:
         "BatchNorm throughout: the warm-up lasts 1,000 train-mode passes and the run makes "
         "about 200"
     )
-    assert "--set agent.renorm_warmup_steps=N with N well below 200" in finding.fix
+    assert finding.fix == (
+        "for Batch Renorm's correction, a warm-up well below 200 passes "
+        "(BatchRenorm1d(warmup_steps=N)), or a longer run"
+    )
     # the same warm-up set by the agent's config is a recorded choice: noted, not warned
     agent = type("Agent", (), {"config": None, "modules": lambda self: {"q": net}})()
     agent.config = type("Config", (), {"renorm_warmup_steps": 1_000})()
@@ -216,7 +219,7 @@ def test_audit_checkpoint_reads_what_the_checkpoint_carries(tmp_path: Path) -> N
     only(findings, "info", "actor.body.1", "far from the last one (mean shift 10.00")
     assert not [f for f in findings if f.path == "actor.body.4" and "far from" in f.message]
     # one train-mode pass per update (PPO's statistics refresh) at 1% of the run: ~100 in all
-    only(findings, "warning", "critic.1", "about 100 train-mode passes")
+    only(findings, "warning", "critic.1", "the run makes about 100")
     assert not [f for f in findings if f.path in ("actor", "critic")]  # loaded in eval mode
     with pytest.raises(rlnorm.CheckpointError):
         audit_checkpoint(tmp_path / "missing", agents.get)

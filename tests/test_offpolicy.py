@@ -183,7 +183,9 @@ def test_audit_projects_batch_renorm_passes_from_updates_and_skips_targets(
         train(tmp_path, "sac", "batch_renorm", 300)
     findings = [str(w.message) for w in caught if "Batch Renorm" in str(w.message)]
     assert findings and not any(m.startswith("audit: critic_target") for m in findings)
-    projected = {int(m.split("about ")[1].split(" train-mode")[0]) for m in findings}
+    projected = {
+        int(m.split("run makes about ")[1].split(";")[0].replace(",", "")) for m in findings
+    }
     weights = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "weights.safetensors")
     counts = {int(v) for k, v in weights.items() if k.startswith("critic.") and "tracked" in k}
     assert len(counts) == 1
