@@ -20,7 +20,8 @@ except SystemExit:
     pass
 print("LOADED", *sorted(m for m in {heavy!r} if m in sys.modules))
 """
-#: Seconds; measured 0.1-0.3 s idle and under 1 s with the 2 cores 4x oversubscribed.
+#: Seconds. benchmarks/results/cli_startup.md: 0.4-0.6 s on the 2-core machine while shared
+#: (load ~4.4), against ~4-5 s for an import of torch; the bound leaves room for a busier one.
 BOUND = 3.0
 
 
