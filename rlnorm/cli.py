@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlnorm import config, plot
-from rlnorm.errors import RlnormError
+from rlnorm.errors import ConfigError, RlnormError
 
 if TYPE_CHECKING:
     import torch
@@ -177,6 +177,7 @@ def _device(name: str) -> torch.device:
 
 def _train(args: argparse.Namespace) -> int:
     import torch
+    from gymnasium.spaces import Discrete
 
     from rlnorm import agents, envs
     from rlnorm.learner import Learner
@@ -218,9 +219,13 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     env, eval_env = _envs(cfg, device)
     cls = agents.get(cfg.agent)
-    agent = cls(
-        env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm, device
-    )
+    space = env.single_action_space
+    try:
+        agent = cls(env.single_observation_space, space, cfg.agent_config, cfg.norm, device)
+    except ConfigError as e:  # an off-policy agent refuses a Discrete env: name those that fit
+        if isinstance(space, Discrete) and "Box" in str(e):
+            raise ConfigError(f"{e}; for a Discrete action space: ppo, sb3:DQN, sb3:A2C") from None
+        raise
     learner = Learner(agent, env, eval_env, cfg, run_dir, quiet=args.quiet)
     return _report(cfg, learner.train())
 
@@ -274,8 +279,7 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def _program(name: str) -> str:
-    """How to run the program ``name`` as printed, so that a copied hint works: the bare
-    name when it is on PATH, else its path beside the running Python (``.venv/bin/...``)."""
+    """``name`` as a copied hint can run it: bare on PATH, else beside the running Python."""
     if shutil.which(name):
         return name
     beside = Path(sys.executable).parent / name

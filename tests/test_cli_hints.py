@@ -53,3 +53,12 @@ def test_list_marks_envs_that_need_an_extra(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert ("LunarLander-v3 (needs box2d)" in out) == box2d
     assert ("(needs box2d): not installed here; pip install 'gymnasium[box2d]'" in out) == box2d
+
+
+def test_off_policy_agent_on_a_discrete_env_names_the_agents_that_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--agent", "sac", "--env", "CartPole-v1", "--run-dir", str(tmp_path)]
+    assert cli.main([*argv, "--steps", "64", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Box action space" in err and "for a Discrete action space: ppo, sb3:DQN, sb3:A2C" in err
