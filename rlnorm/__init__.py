@@ -56,7 +56,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """A public name, from its module on first access; submodules as attributes after that."""
+    """A public name, imported from its module on first access and kept (PEP 562)."""
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
