@@ -1,9 +1,12 @@
 """Batched environments (installed as ``rlnorm.envs``): native torch envs for the
-classic-control suite, and every other gymnasium id through an adapter with the same API.
+classic-control suite, and every other gymnasium id through an adapter with the same API;
+``to_gymnasium`` and ``to_sb3`` export a native env to gymnasium's and stable-baselines3's
+vector APIs (``to_sb3`` imports stable-baselines3 on first use, not with this package).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import gymnasium as gym
@@ -40,8 +43,19 @@ __all__ = [
     "env_ids",
     "gymnasium_env_ids",
     "make",
+    "missing_extra",
     "to_gymnasium",
+    "to_sb3",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``to_sb3`` and ``SB3VecEnv`` on first use: importing stable-baselines3 takes seconds."""
+    if name in ("to_sb3", "SB3VecEnv"):
+        from . import sb3_vec
+
+        return getattr(sb3_vec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def env_ids() -> list[str]:
@@ -54,6 +68,24 @@ def gymnasium_env_ids() -> list[str]:
     through ``GymnasiumVecEnv``. Some need extra packages (MuJoCo ids: ``rlnorm[mujoco]``);
     making one without them raises ``EnvError`` naming what to install."""
     return sorted(set(gym.registry) - set(ENV_REGISTRY))
+
+
+#: Gymnasium env families whose package is an extra: entry-point prefix -> (the module to
+#: find, the extra's name, the install command).
+_EXTRAS = {
+    "gymnasium.envs.box2d": ("Box2D", "box2d", "pip install 'gymnasium[box2d]'"),
+    "gymnasium.envs.mujoco": ("mujoco", "mujoco", "pip install 'rlnorm[mujoco]'"),
+}
+
+
+def missing_extra(env_id: str) -> tuple[str, str] | None:
+    """``(extra, install command)`` when the gymnasium id ``env_id`` needs a package that is
+    not installed (box2d, mujoco), else None; ``rlnorm list`` marks those ids."""
+    entry = gym.registry[env_id].entry_point
+    for prefix, (module, extra, install) in _EXTRAS.items():
+        if isinstance(entry, str) and entry.startswith(prefix):
+            return None if importlib.util.find_spec(module) else (extra, install)
+    return None
 
 
 def make(

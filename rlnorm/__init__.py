@@ -11,24 +11,74 @@ The public API in one place:
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rlnorm.agent import Agent
-from rlnorm.audit import Finding, audit
-from rlnorm.checkpoint import save
-from rlnorm.errors import (
-    CheckpointError,
-    ConfigError,
-    EnvError,
-    NormalizationError,
-    RlnormError,
-    UnknownNameError,
-)
-from rlnorm.rollout import predict
-from rlnorm.safety import acting, training
 from rlnorm.version import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlnorm.agent import Agent
+    from rlnorm.audit import Finding, audit
+    from rlnorm.checkpoint import save
+    from rlnorm.errors import (
+        CheckpointError,
+        ConfigError,
+        EnvError,
+        NormalizationError,
+        RlnormError,
+        UnknownNameError,
+    )
+    from rlnorm.rollout import predict
+    from rlnorm.safety import acting, training
+
+# The public names and the modules they live in, imported on first use (PEP 562): importing
+# torch takes seconds, and ``rlnorm --help`` or an argument error should not wait for it.
+_LAZY = {
+    "Agent": "rlnorm.agent",
+    "Finding": "rlnorm.audit",
+    "audit": "rlnorm.audit",
+    "save": "rlnorm.checkpoint",
+    "CheckpointError": "rlnorm.errors",
+    "ConfigError": "rlnorm.errors",
+    "EnvError": "rlnorm.errors",
+    "NormalizationError": "rlnorm.errors",
+    "RlnormError": "rlnorm.errors",
+    "UnknownNameError": "rlnorm.errors",
+    "predict": "rlnorm.rollout",
+    "acting": "rlnorm.safety",
+    "training": "rlnorm.safety",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first access and kept (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlnorm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Facade(types.ModuleType):
+    """The package module. Importing a submodule binds it to the package attribute of its
+    name, which would make ``rlnorm.audit`` the module rlnorm.audit instead of the public
+    function once anything imports that module; public names keep their meaning."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _LAZY and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Facade
 
 
 def load(

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
+from rlnorm.env import space_shape
+from rlnorm.errors import EnvError
 from rlnorm.normalize import ObservationNormalizer
+from rlnorm.safety import acting
 
 
 @dataclass
@@ -131,6 +135,45 @@ class Agent:
         training to 1 at its end, for schedules.
         """
         raise NotImplementedError
+
+    # -- stable-baselines3's convention ----------------------------------------------------
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``: actions for one observation or a batch, as numpy, and the
+        recurrent ``state`` (rlnorm's agents are not recurrent: it comes back unchanged).
+
+        It lets SB3's tools (``evaluate_policy``, RL Zoo's enjoy scripts) drive an rlnorm
+        agent. The actions come from :func:`act_in_eval_mode`, the one path every rollout
+        takes, so a BatchNorm policy acts in eval mode here too. ``episode_start`` is only
+        meaningful to recurrent policies and is ignored.
+        """
+        shape = space_shape(self.observation_space)
+        x = torch.as_tensor(np.asarray(observation), device=self.device)
+        single = tuple(x.shape) == shape
+        if not single and not (x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape):
+            raise EnvError(
+                f"observation of shape {tuple(x.shape)} does not fit the agent's observation "
+                f"space {shape}: pass one observation or a batch (B, *{shape})"
+            )
+        batch = x.unsqueeze(0) if single else x
+        actions = act_in_eval_mode(self, batch, deterministic).actions.cpu().numpy()
+        return (actions[0] if single else actions), state
+
+
+def act_in_eval_mode(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+    """``agent.act`` on a batch of raw observations inside :func:`rlnorm.acting`: the one
+    way a policy acts (observation normalization, when the agent has it, applied frozen).
+    The rollout manager, :func:`rlnorm.predict` and :meth:`Agent.predict` all act through it.
+    """
+    normalizer = getattr(agent, "obs_normalizer", None)  # plug-ins may skip Agent.__init__
+    obs = obs if normalizer is None else normalizer(obs)
+    with acting(*agent.acting_modules()):
+        return agent.act(obs, deterministic=deterministic)
 
 
 #: How the core finds an agent class by its registered name without importing the plug-in

@@ -9,7 +9,9 @@ fix. What is looked for:
   statistics (it normalizes with batch statistics in eval mode too);
 - warning: mode-dependent norm layers left in train mode; running statistics never
   updated; settled exponential-average statistics far from the last train-mode batch
-  (``DRIFT_SHIFT``, ``DRIFT_LOG_VAR``); a Batch Renorm warm-up longer than the run; with
+  (``DRIFT_SHIFT``, ``DRIFT_LOG_VAR``); a Batch Renorm warm-up longer than the run (info
+  instead when the agent's config sets that warm-up, ``renorm_warmup_steps``: then it is a
+  recorded choice, as CrossQ's sbx settings make it); with
   a :class:`rlnorm.streams.StreamWatch` of an update, shared statistics reached by
   separate passes of different distributions (``STREAM_GAP``);
 - info: batch-dependent layers (safe only when acting in eval mode and training on
@@ -54,6 +56,8 @@ DRIFT_LOG_VAR = math.log(4)
 #: Shared-statistics warning: separate passes this far apart (a shift of half a standard
 #: deviation), and beyond sampling noise.
 STREAM_GAP = 0.5
+#: The agent-config key that sets Batch Renorm's warm-up (CrossQ's ``renorm_warmup_steps``).
+RENORM_WARMUP_KEY = "renorm_warmup_steps"
 
 
 @dataclass(frozen=True)
@@ -102,12 +106,14 @@ def audit(
         if isinstance(target[1], TargetNetwork)
         for layer in target[1].modules()
     }
+    # A warm-up the agent's config sets is a recorded choice, not an accident of defaults.
+    configured = getattr(getattr(obj, "config", None), RENORM_WARMUP_KEY, None)
     findings: list[Finding] = []
     for path, module in named_layers(roots):
         findings += _non_finite(path, module)
         kind = norms.kind_of(module)
         if kind is not None and id(module) not in copies:
-            findings += _norm_layer(path, module, kind, progress)
+            findings += _norm_layer(path, module, kind, progress, configured)
     findings += _train_mode(roots)
     if watch is not None:
         findings += _shared_statistics(watch)
@@ -137,7 +143,11 @@ def _non_finite(path: str, module: nn.Module) -> list[Finding]:
 
 
 def _norm_layer(
-    path: str, layer: nn.Module, kind: norms.NormKind, progress: float | None
+    path: str,
+    layer: nn.Module,
+    kind: norms.NormKind,
+    progress: float | None,
+    configured_warmup: int | None = None,
 ) -> list[Finding]:
     name = f"{type(layer).__name__} (norm {kind.name!r})"
     findings = []
@@ -166,7 +176,7 @@ def _norm_layer(
     if norms.uses_running_statistics(layer):
         findings += _statistics(path, layer, name)
     if isinstance(layer, BatchRenorm1d):
-        findings += _renorm_schedule(path, layer, progress)
+        findings += _renorm_schedule(path, layer, progress, configured_warmup)
     return findings
 
 
@@ -236,7 +246,9 @@ def _statistics(path: str, layer: nn.Module, name: str) -> list[Finding]:
     ]
 
 
-def _renorm_schedule(path: str, layer: BatchRenorm1d, progress: float | None) -> list[Finding]:
+def _renorm_schedule(
+    path: str, layer: BatchRenorm1d, progress: float | None, configured_warmup: int | None
+) -> list[Finding]:
     passes = int(layer.num_batches_tracked)
     warmup, full = layer.warmup_steps, layer.warmup_steps + layer.relax_steps
     if progress is None or passes == 0:
@@ -254,15 +266,22 @@ def _renorm_schedule(path: str, layer: BatchRenorm1d, progress: float | None) ->
         ]
     total = passes / progress
     if total <= warmup:
+        chosen = configured_warmup == warmup
         return [
             Finding(
-                "warning",
+                "info" if chosen else "warning",
                 path,
-                f"the run makes about {total:.0f} train-mode passes ({passes} at {progress:.0%} "
-                f"of it), within Batch Renorm's {warmup}-pass warm-up: it normalizes as plain "
-                "BatchNorm (r = 1, d = 0) for the whole run",
-                "give BatchRenorm1d a warm-up well below the run's passes "
-                "(BatchRenorm1d(warmup_steps=...)), or train longer",
+                f"Batch Renorm stays in its warm-up for the whole run, so it normalizes as "
+                f"plain BatchNorm throughout: the warm-up lasts {warmup:,} train-mode passes "
+                f"and the run makes about {total:,.0f}"
+                + (f" (set by the config: agent.{RENORM_WARMUP_KEY}={warmup})" if chosen else ""),
+                f"for Batch Renorm's correction, a warm-up well below {total:,.0f} passes ("
+                + (
+                    f"--set agent.{RENORM_WARMUP_KEY}=N"
+                    if configured_warmup is not None
+                    else "BatchRenorm1d(warmup_steps=N)"
+                )
+                + "), or a longer run",
             )
         ]
     if total < full:

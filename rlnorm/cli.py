@@ -4,6 +4,9 @@ The top floor of the house: with the package facade (``rlnorm/__init__``) it is 
 module that imports both the core and the plug-in folders (``rlnorm.agents``,
 ``rlnorm.envs``); the layer contract in ``.importlinter`` holds everything else below.
 
+Heavy modules (torch, the agents, the envs) are imported inside the commands that need
+them, so ``rlnorm --help`` and argument errors answer at once.
+
 Exit status 2 means the command was given something invalid (an unknown agent, env or
 norm, a bad config); the message on stderr names it and lists what is valid.
 """
@@ -12,159 +15,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
 import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from rlnorm import config, plot_command
+from rlnorm.cli_parser import build_parser
+from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 
-from rlnorm import agents, checkpoint, config, envs, norm, plot_command, rundir
-from rlnorm.audit import audit_checkpoint, format_findings
-from rlnorm.errors import CheckpointError, RlnormError, RunDirError
-from rlnorm.learner import Learner, TrainResult
-from rlnorm.render import render_episode
-from rlnorm.rollout import evaluate
+if TYPE_CHECKING:
+    import torch
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlnorm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train an agent; prints where its logs and checkpoint are")
-    train.add_argument("--agent", default=None, help="agent name (default ppo; `rlnorm list`)")
-    train.add_argument("--env", default=None, help="environment id (default CartPole-v1)")
-    train.add_argument("--norm", default=None, help="normalization (default: the config's)")
-    train.add_argument("--seed", type=int, default=None, help="default 0")
-    train.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=None,
-        help="environment steps (default: the config's)",
-    )
-    train.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>",
-    )
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    train.add_argument(
-        "--backend",
-        choices=("auto", "native", "gymnasium"),
-        default="auto",
-        help="native torch env, or gymnasium's vector env through the adapter (auto: native "
-        "where rlnorm has one)",
-    )
-    train.add_argument("--config", type=Path, default=None, help="a YAML config of your own")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set agent.lr=3e-4 (repeatable)",
-    )
-    train.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        metavar="RUN_DIR",
-        help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it)",
-    )
-    train.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="train into a non-empty --run-dir after moving its contents aside to "
-        "<run-dir>.replaced-<time> (nothing is deleted); without it a non-empty run "
-        "directory is refused",
-    )
-    train.add_argument(
-        "--nan-policy",
-        choices=("raise", "warn"),
-        default=None,
-        help="on a NaN/inf observation or reward: stop (default), or warn and drop that "
-        "rollout; a NaN/inf loss or weight always stops the run",
-    )
-    train.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="use torch's deterministic algorithms (train.deterministic=true): same seed, same "
-        "weights on CUDA too, at some speed; CPU runs are deterministic without it",
-    )
-    train.add_argument(
-        "--quiet", action="store_true", help="no progress bar (train.log in the run dir has it)"
-    )
-
-    ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
-    ev.add_argument(
-        "checkpoint",
-        type=Path,
-        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
-    )
-    ev.add_argument(
-        "--episodes",
-        type=_positive_int,
-        default=None,
-        help="default: as many as the run's final evaluation",
-    )
-    ev.add_argument(
-        "--seed", type=int, default=None, help="default: the seed the run's own evaluations used"
-    )
-    ev.add_argument(
-        "--num-envs",
-        type=_positive_int,
-        default=None,
-        help="default: the run's own evaluation env size",
-    )
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
-    ev.add_argument("--json", action="store_true", help="print one JSON line")
-    ev.add_argument(
-        "--render",
-        type=Path,
-        default=None,
-        metavar="GIF",
-        help="also save one episode as an animated GIF (gymnasium's renderer of the env id; "
-        "classic control needs pygame: pip install 'rlnorm[render]')",
-    )
-
-    for command in (train, ev):
-        command.add_argument(
-            "--threads",
-            type=_positive_int,
-            default=1,
-            help="torch intra-op CPU threads (default 1: fastest for small networks, and immune "
-            "to oversubscription when several runs share the cores)",
-        )
-    au = sub.add_parser(
-        "audit",
-        help="report what is unsafe about a checkpoint's normalization (exit 1 on an error)",
-    )
-    au.add_argument(
-        "checkpoint",
-        type=Path,
-        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
-    )
-    sub.add_parser("list", help="list agents, environments and normalizations")
-    plot_command.add_parser(sub)
-    return parser
+    from rlnorm.learner import TrainResult
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -177,6 +50,11 @@ def _device(name: str) -> torch.device:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from gymnasium.spaces import Discrete
+
+    from rlnorm import agents, envs, rundir
+    from rlnorm.learner import Learner
+
     device = _device(args.device)
     if args.resume is not None:
         return _resume(args, device)
@@ -199,8 +77,10 @@ def _train(args: argparse.Namespace) -> int:
         total_steps=args.steps,
     )
     cfg.backend = args.backend
-    run_dir = args.run_dir or Path("runs") / cfg.agent / cfg.env / cfg.norm / (
-        f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # No ":" in the default path (sb3:PPO, module:Env-v0): shells and tools trip on it.
+    parts = (cfg.agent.replace(":", "-"), cfg.env.replace(":", "-"), cfg.norm)
+    run_dir = args.run_dir or Path(
+        "runs", *parts, f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     command = shlex.join(["rlnorm", *args.argv])
     with rundir.claim(run_dir, overwrite=args.overwrite, command=command) as moved:
@@ -212,13 +92,22 @@ def _train(args: argparse.Namespace) -> int:
         except OSError as e:
             raise RunDirError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from e
         env, eval_env = _envs(cfg, device)
-        learner = Learner.create(
-            agents.get(cfg.agent), env, eval_env, cfg, run_dir, quiet=args.quiet
-        )
+        space = env.single_action_space
+        try:
+            learner = Learner.create(
+                agents.get(cfg.agent), env, eval_env, cfg, run_dir, quiet=args.quiet
+            )
+        except ConfigError as e:  # an off-policy agent refuses a Discrete env: name those that fit
+            if isinstance(space, Discrete) and "Box" in str(e):
+                hint = "for a Discrete action space: ppo, sb3:DQN, sb3:A2C"
+                raise ConfigError(f"{e}; {hint}") from None
+            raise
         return _report(cfg, learner.train())
 
 
 def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
+    from rlnorm import envs
+
     return (
         envs.make(cfg.env, num_envs=cfg.train.num_envs, device=device, backend=cfg.backend),
         envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, device=device, backend=cfg.backend),
@@ -227,6 +116,9 @@ def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:
 
 def _resume(args: argparse.Namespace, device: torch.device) -> int:
     """``train --resume RUN_DIR``: the run's own config, from its last checkpoint."""
+    from rlnorm import agents, checkpoint, rundir
+    from rlnorm.learner import Learner
+
     fixed = {
         "--agent": args.agent,
         "--env": args.env,
@@ -268,6 +160,15 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
         return _report(cfg, learner.train())
 
 
+def _program(name: str) -> str:
+    """``name`` as a copied hint can run it: bare on PATH, else beside the running Python."""
+    if shutil.which(name):
+        return name
+    beside = Path(sys.executable).parent / name
+    relative = os.path.relpath(beside)
+    return name if not beside.exists() else str(beside) if relative.startswith("..") else relative
+
+
 def _report(cfg: config.RunConfig, result: TrainResult) -> int:
     final = result.final_eval
     print(
@@ -278,8 +179,9 @@ def _report(cfg: config.RunConfig, result: TrainResult) -> int:
         f"final evaluation:  mean return {final.mean:.2f} +- {final.std:.2f} "
         f"over {len(final.returns)} episodes (deterministic, eval mode)"
     )
-    print(f"TensorBoard logs:  {result.tb_dir}   (view: tensorboard --logdir {result.tb_dir})")
-    print(f"checkpoint:        {result.last_checkpoint}   (rlnorm eval {result.last_checkpoint})")
+    tensorboard, rlnorm = _program("tensorboard"), _program("rlnorm")
+    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {result.tb_dir})")
+    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {result.last_checkpoint})")
     return 0
 
 
@@ -289,10 +191,24 @@ def _checkpoint_path(path: Path) -> Path:
         candidate = path / "checkpoints" / name
         if candidate.is_dir() or candidate.with_name(f".{name}.old").is_dir():
             return candidate
+    if (path / "config.yaml").is_file():  # a run directory that never wrote a checkpoint
+        train = config.read_yaml(path / "config.yaml").get("train", {})
+        first = min(
+            v for k in ("checkpoint_every", "eval_every", "total_steps") if (v := train.get(k))
+        )
+        raise RlnormError(
+            f"{path} has no checkpoint: the run stopped (or is still running) before its first "
+            f"one, which comes at env step {first:,} (train.checkpoint_every or eval_every, "
+            "else the end of training)"
+        )
     return path
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from rlnorm import agents, checkpoint, envs
+    from rlnorm.render import render_episode
+    from rlnorm.rollout import evaluate
+
     device = _device(args.device)
     path = _checkpoint_path(args.checkpoint)
     meta = checkpoint.read_meta(path)
@@ -333,6 +249,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from rlnorm import agents
+    from rlnorm.audit import audit_checkpoint, format_findings
+
     path = _checkpoint_path(args.checkpoint)
     findings = audit_checkpoint(path, agents.get)
     print(f"{path}:")
@@ -341,6 +260,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
+    from rlnorm import agents, envs, norm
+
     print("agents:")
     for name in agents.names():
         shipped = config.packaged_config_names(name)
@@ -349,11 +270,11 @@ def _list(_: argparse.Namespace) -> int:
     for env_id in envs.env_ids():
         print(f"  {env_id}")
     print("environments through gymnasium's vector env (`--backend gymnasium`, or any id above):")
-    print(
-        textwrap.fill(
-            ", ".join(envs.gymnasium_env_ids()), 88, initial_indent="  ", subsequent_indent="  "
-        )
-    )
+    needs = {i: envs.missing_extra(i) for i in envs.gymnasium_env_ids()}
+    marked = [f"{i} (needs {n[0]})" if n else i for i, n in needs.items()]
+    print(textwrap.fill(", ".join(marked), 88, initial_indent="  ", subsequent_indent="  "))
+    for extra, install in sorted({n for n in needs.values() if n}):
+        print(f"  (needs {extra}): not installed here; {install}")
     print("normalizations:")
     for name in norm.names():
         kind = norm.get(name)
@@ -377,7 +298,7 @@ def reference() -> str:
     def fixed_width(prog: str) -> argparse.HelpFormatter:
         return argparse.HelpFormatter(prog, width=90)
 
-    parser = _parser()
+    parser = build_parser()
     parser.formatter_class = fixed_width
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     parts = [
@@ -394,9 +315,11 @@ def reference() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlnorm`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.argv = argv
     if hasattr(args, "threads"):
+        import torch
+
         torch.set_num_threads(args.threads)
     commands = {
         "train": _train,

@@ -24,13 +24,15 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from rlnorm.agent import Agent, AgentLookup
 from rlnorm.bounded import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_INT, describe, load_yaml
 from rlnorm.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:  # for hints only: the agent contract imports torch, which `rlnorm list` avoids
+    from rlnorm.agent import Agent, AgentLookup
 
 #: The widest hidden layer a tuple of layer widths may ask for.
 MAX_WIDTH = 1 << 16

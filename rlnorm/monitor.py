@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -23,12 +25,18 @@ class Monitor:
             and keeps what it logged at the step (written before that checkpoint).
         log_every: env steps between writes of the training scalars (:meth:`record`),
             each the mean over the updates since the last write; 0 writes every update.
+        stream: where progress goes (default stderr). On a terminal it is a redrawn bar;
+            anywhere else (a file, a pipe, CI) one plain line every ``PLAIN_EVERY`` of the
+            budget, since carriage-return redraws would fill a log with megabytes of bars.
 
     Why training scalars are batched: the writer serializes each scalar on a background
     thread, which takes the GIL from the training loop. Measured on a one-env SAC run
     (Pendulum-v1, 2-core CPU), writing a dozen scalars after every update made the whole
     run 15% slower, the acting and env steps between updates twice as slow.
     """
+
+    #: Fraction of the budget between two plain progress lines when not on a terminal.
+    PLAIN_EVERY = 0.05
 
     def __init__(
         self,
@@ -37,15 +45,27 @@ class Monitor:
         quiet: bool = False,
         start_step: int = 0,
         log_every: int = 0,
+        stream: TextIO | None = None,
     ) -> None:
         self.tb_dir = Path(run_dir) / "tb"
         self.writer = SummaryWriter(
             str(self.tb_dir), purge_step=start_step + 1 if start_step else None
         )
         self.log_file = open(Path(run_dir) / "train.log", "a")  # noqa: SIM115 (closed in close)
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.plain = not quiet and not (isatty is not None and isatty())
         self.bar = tqdm(
-            total=total_steps, initial=start_step, unit="step", disable=quiet, dynamic_ncols=True
+            total=total_steps,
+            initial=start_step,
+            unit="step",
+            disable=quiet or self.plain,
+            dynamic_ncols=True,
+            file=self.stream,
         )
+        self.total_steps = total_steps
+        self._plain_gap = max(1, int(total_steps * self.PLAIN_EVERY))
+        self._next_plain = start_step + self._plain_gap
         self.log_every = log_every
         self._next_write = start_step + log_every
         self._pending: dict[str, tuple[float, int]] = {}
@@ -80,9 +100,21 @@ class Monitor:
         self.log_file.flush()
 
     def progress(self, step: int, sps: float, last_return: float | None) -> None:
-        """Move the bar to ``step`` and show speed and the latest episodic return."""
-        self.bar.update(step - self.bar.n)
+        """Move the bar to ``step`` and show speed and the latest episodic return (off a
+        terminal: print a plain line when another ``PLAIN_EVERY`` of the budget is done)."""
         ret = "-" if last_return is None else f"{last_return:.1f}"
+        if self.plain:
+            if step >= self._next_plain or step >= self.total_steps:
+                self._next_plain = step + self._plain_gap
+                eta = (self.total_steps - step) / sps if sps > 0 else float("nan")
+                print(
+                    f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
+                    f"sps={sps:,.0f} return={ret} eta={eta:.0f}s",
+                    file=self.stream,
+                    flush=True,
+                )
+            return
+        self.bar.update(step - self.bar.n)
         self.bar.set_postfix_str(f"sps={sps:,.0f} return={ret}", refresh=False)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlnorm.agent import ActOutput, Agent
+from rlnorm.agent import ActOutput, Agent, act_in_eval_mode
 from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import EnvError, NonFiniteError
 from rlnorm.normalize import RewardScaler
@@ -109,22 +109,13 @@ def uniform_actions(space: gym.spaces.Space, n: int, device: torch.device) -> to
     raise EnvError(f"cannot draw uniform actions from {space}: need Discrete or a bounded Box")
 
 
-def normalize_obs(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
-    """Raw observations as the agent's networks see them: through its observation
-    normalizer (frozen statistics) when it has one, else unchanged."""
-    normalizer = getattr(agent, "obs_normalizer", None)
-    return obs if normalizer is None else normalizer(obs)
-
-
 def _act_on(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
     with acting(*agent.acting_modules()):
         return agent.act(obs, deterministic=deterministic)
 
 
-def act(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-    """``agent.act`` on a batch of raw observations inside :func:`rlnorm.acting`: the one
-    way a policy acts (observation normalization, when the agent has it, applied frozen)."""
-    return _act_on(agent, normalize_obs(agent, obs), deterministic)
+#: ``agent.act`` on raw observations in eval mode: the one way a policy acts.
+act = act_in_eval_mode
 
 
 class _Episodes:

@@ -11,4 +11,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco]"
+# setuptools ends every editable install of a package-dir layout with an information-only
+# notice ("Editable installation. Please be careful with folders ..."), which is no warning
+# about this project; the filter silences that one message and nothing else.
+PYTHONWARNINGS="ignore:Editable installation" \
+    .venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco]"

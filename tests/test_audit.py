@@ -126,7 +126,23 @@ def test_batch_renorm_warmup_longer_than_the_run() -> None:
     assert isinstance(layer, BatchRenorm1d) and layer.warmup_steps == 1_000
     # 10 passes at 5% of the run: about 200 passes in all, inside the 1,000-pass warm-up
     finding = only(audit({"q": net}, progress=0.05), "warning", "q.1")
-    assert "about 200 train-mode passes" in finding.message and "warmup_steps" in finding.fix
+    assert finding.message == (
+        "Batch Renorm stays in its warm-up for the whole run, so it normalizes as plain "
+        "BatchNorm throughout: the warm-up lasts 1,000 train-mode passes and the run makes "
+        "about 200"
+    )
+    assert finding.fix == (
+        "for Batch Renorm's correction, a warm-up well below 200 passes "
+        "(BatchRenorm1d(warmup_steps=N)), or a longer run"
+    )
+    # the same warm-up set by the agent's config is a recorded choice: noted, not warned
+    agent = type("Agent", (), {"config": None, "modules": lambda self: {"q": net}})()
+    agent.config = type("Config", (), {"renorm_warmup_steps": 1_000})()
+    chosen = only(audit(agent, progress=0.05), "info", "q.1", "stays in its warm-up")
+    assert "set by the config: agent.renorm_warmup_steps=1000" in chosen.message
+    assert "--set agent.renorm_warmup_steps=N" in chosen.fix
+    agent.config.renorm_warmup_steps = 500  # not this layer's warm-up: still a warning
+    only(audit(agent, progress=0.05), "warning", "q.1")
     # without the run's length: noted, not warned
     only(audit({"q": net}), "info", "q.1", "inside its warm-up: 10 of 1000 train-mode passes")
     # 10 passes at 0.1%: 10,000 in all, past warm-up and relaxation
@@ -203,7 +219,7 @@ def test_audit_checkpoint_reads_what_the_checkpoint_carries(tmp_path: Path) -> N
     only(findings, "info", "actor.body.1", "far from the last one (mean shift 10.00")
     assert not [f for f in findings if f.path == "actor.body.4" and "far from" in f.message]
     # one train-mode pass per update (PPO's statistics refresh) at 1% of the run: ~100 in all
-    only(findings, "warning", "critic.1", "about 100 train-mode passes")
+    only(findings, "warning", "critic.1", "the run makes about 100")
     assert not [f for f in findings if f.path in ("actor", "critic")]  # loaded in eval mode
     with pytest.raises(rlnorm.CheckpointError):
         audit_checkpoint(tmp_path / "missing", agents.get)

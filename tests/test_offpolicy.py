@@ -85,6 +85,14 @@ def first_norm(critic: nn.Module, stream: int = 0) -> nn.Module:
 # --------------------------------------------------------------------------- CLI runs
 
 
+def renorm_warmup_findings(agent: str, norm: str) -> contextlib.AbstractContextManager[Any]:
+    """The audit after the first update, as expected: a short run of an agent without a
+    configured warm-up (SAC, TD3) ends inside Batch Renorm's default 1,000-pass warm-up."""
+    if norm == "batch_renorm" and agent != "crossq":
+        return pytest.warns(RuntimeWarning, match="stays in its warm-up for the whole run")
+    return contextlib.nullcontext()
+
+
 @pytest.mark.parametrize(
     ("agent", "norm"),
     [
@@ -100,7 +108,8 @@ def first_norm(critic: nn.Module, stream: int = 0) -> nn.Module:
     ],
 )
 def test_short_run_checkpoints_and_eval_reproduces(agent: str, norm: str, tmp_path: Path) -> None:
-    train(tmp_path, agent, norm, 300)
+    with renorm_warmup_findings(agent, norm):
+        train(tmp_path, agent, norm, 300)
     recorded = json.loads((tmp_path / "eval.jsonl").read_text().splitlines()[-1])
     rc, out, err = run_main(["eval", str(tmp_path / "checkpoints" / "last"), "--json"])
     assert rc == 0, err
@@ -156,10 +165,11 @@ def test_interrupted_sac_resumes_to_the_same_weights(
     # Batch Renorm: its clip schedule follows num_batches_tracked, which must resume too.
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     extra = ["--set", "train.checkpoint_every=160"]
-    train(whole, "sac", "batch_renorm", 240, *extra)
+    with renorm_warmup_findings("sac", "batch_renorm"):
+        train(whole, "sac", "batch_renorm", 240, *extra)
     with monkeypatch.context() as m:
         interrupt_after(m, 50)  # 4 env steps a learner step: dies at 200, after 160's checkpoint
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt), renorm_warmup_findings("sac", "batch_renorm"):
             train(broken, "sac", "batch_renorm", 240, *extra)
     assert checkpoint.read_meta(broken / "checkpoints" / "last").counters["env_steps"] == 160
     rc, _, err = run_main(["train", "--resume", str(broken), "--quiet"])
@@ -183,7 +193,9 @@ def test_audit_projects_batch_renorm_passes_from_updates_and_skips_targets(
         train(tmp_path, "sac", "batch_renorm", 300)
     findings = [str(w.message) for w in caught if "Batch Renorm" in str(w.message)]
     assert findings and not any(m.startswith("audit: critic_target") for m in findings)
-    projected = {int(m.split("about ")[1].split(" train-mode")[0]) for m in findings}
+    projected = {
+        int(m.split("run makes about ")[1].split(";")[0].replace(",", "")) for m in findings
+    }
     weights = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "weights.safetensors")
     counts = {int(v) for k, v in weights.items() if k.startswith("critic.") and "tracked" in k}
     assert len(counts) == 1

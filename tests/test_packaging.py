@@ -45,7 +45,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = Path(shutil.copytree(REPO, tmp / "src", ignore=IGNORED))
     out = tmp / "dist"
-    _run([*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", out, src])
+    proc = _run(
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", out, src]
+    )
+    # Every configs/<agent>/ folder is a declared package, else setuptools warns per folder.
+    assert "absent from the `packages` configuration" not in proc.stdout + proc.stderr
     wheels = list(out.glob("rlnorm-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]

@@ -189,6 +189,7 @@ def test_cumulative_statistics_average_all_batches() -> None:
     torch.testing.assert_close(net[1].running_mean, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_modes_reach_torchscript_modules() -> None:
     """A scripted module keeps its mode on the C++ side: ``training`` must switch it there
     (the forward then updates BatchNorm's statistics) and restore it afterwards."""

@@ -333,6 +333,15 @@ def test_batch_norm_ppo_never_gets_a_minibatch_of_one() -> None:
 # --------------------------------------------------------------------------- through the CLI
 
 
+def first_update_findings(algorithm: str) -> contextlib.AbstractContextManager[Any]:
+    """The learner's audit after the first update, as expected for ``algorithm``: SB3's
+    target networks (DQN, TD3) and delayed actors (TD3, CrossQ) have not yet run a
+    train-mode pass then, so their statistics are reported as never updated."""
+    if algorithm in ("DQN", "TD3", "CrossQ"):
+        return pytest.warns(RuntimeWarning, match="running statistics never updated")
+    return contextlib.nullcontext()
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_train_acts_in_eval_mode_and_eval_reproduces_the_checkpoint(
     algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -347,7 +356,8 @@ def test_train_acts_in_eval_mode_and_eval_reproduces_the_checkpoint(
 
     monkeypatch.setattr(cls, "act", spy)
     run_dir = tmp_path / "run"
-    rc, out, err = run_main(train_argv(algorithm, run_dir))
+    with first_update_findings(algorithm):
+        rc, out, err = run_main(train_argv(algorithm, run_dir))
     assert rc == 0, err
     assert seen and not any(seen)  # every act, training and evaluation, in eval mode
 
@@ -381,7 +391,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     steps = RUNS[algorithm][1]
     every = ["--set", f"train.checkpoint_every={steps // 2}"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert run_main([*train_argv(algorithm, whole), *every])[0] == 0
+    with first_update_findings(algorithm):
+        assert run_main([*train_argv(algorithm, whole), *every])[0] == 0
 
     real_step = Learner._step
 
@@ -392,7 +403,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
 
     with monkeypatch.context() as m:
         m.setattr(Learner, "_step", step)
-        with pytest.raises(Interrupt):
+        with pytest.raises(Interrupt), first_update_findings(algorithm):
             cli.main([*train_argv(algorithm, broken), *every])
     assert run_main(["train", "--resume", str(broken), "--quiet"])[0] == 0
 

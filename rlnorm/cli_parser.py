@@ -1,0 +1,147 @@
+"""The arguments of the ``rlnorm`` command, apart from what the commands do
+(:mod:`rlnorm.cli`); light to import, so ``rlnorm --help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlnorm import plot_command
+
+DESCRIPTION = "The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlnorm`` command line: every sub-command and flag (``docs/cli.md`` is generated
+    from it by :func:`rlnorm.cli.reference`)."""
+    parser = argparse.ArgumentParser(prog="rlnorm", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent; prints where its logs and checkpoint are")
+    train.add_argument("--agent", default=None, help="agent name (default ppo; `rlnorm list`)")
+    train.add_argument("--env", default=None, help="environment id (default CartPole-v1)")
+    train.add_argument("--norm", default=None, help="normalization (default: the config's)")
+    train.add_argument("--seed", type=int, default=None, help="default 0")
+    train.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="environment steps (default: the config's)",
+    )
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>",
+    )
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    train.add_argument(
+        "--backend",
+        choices=("auto", "native", "gymnasium"),
+        default="auto",
+        help="native torch env, or gymnasium's vector env through the adapter (auto: native "
+        "where rlnorm has one)",
+    )
+    train.add_argument("--config", type=Path, default=None, help="a YAML config of your own")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set agent.lr=3e-4 (repeatable)",
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a non-empty --run-dir after moving its contents aside to "
+        "<run-dir>.replaced-<time> (nothing is deleted); without it a non-empty run "
+        "directory is refused",
+    )
+    train.add_argument(
+        "--nan-policy",
+        choices=("raise", "warn"),
+        default=None,
+        help="on a NaN/inf observation or reward: stop (default), or warn and drop that "
+        "rollout; a NaN/inf loss or weight always stops the run",
+    )
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="use torch's deterministic algorithms (train.deterministic=true): same seed, same "
+        "weights on CUDA too, at some speed; CPU runs are deterministic without it",
+    )
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar (train.log in the run dir has it)"
+    )
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint in eval mode")
+    ev.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
+    )
+    ev.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="default: as many as the run's final evaluation",
+    )
+    ev.add_argument(
+        "--seed", type=int, default=None, help="default: the seed the run's own evaluations used"
+    )
+    ev.add_argument(
+        "--num-envs",
+        type=_positive_int,
+        default=None,
+        help="default: the run's own evaluation env size",
+    )
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    ev.add_argument("--json", action="store_true", help="print one JSON line")
+    ev.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="GIF",
+        help="also save one episode as an animated GIF (gymnasium's renderer of the env id; "
+        "classic control needs pygame: pip install 'rlnorm[render]')",
+    )
+
+    for command in (train, ev):
+        command.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=1,
+            help="torch intra-op CPU threads (default 1: fastest for small networks, and immune "
+            "to oversubscription when several runs share the cores)",
+        )
+    au = sub.add_parser(
+        "audit",
+        help="report what is unsafe about a checkpoint's normalization (exit 1 on an error)",
+    )
+    au.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
+    )
+    sub.add_parser("list", help="list agents, environments and normalizations")
+    plot_command.add_parser(sub)
+    return parser
