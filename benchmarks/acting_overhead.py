@@ -19,6 +19,12 @@ a trained policy's do instead of the ~10 steps of an untrained one. Contenders a
 interleaved rounds and each rate is the median over the rounds, so load from other processes
 falls on all of them alike.
 
+A second table times collection: ``RolloutManager.collect(steps)`` (the PPO agent's
+stochastic act with log-probabilities and values, every stored tensor, episode bookkeeping,
+finite checks) against a hand loop calling the same ``agent.act`` in eval and inference mode
+and storing the same tensors (observations, actions, log-probabilities, values, rewards,
+flags) with a running return.
+
     taskset -c 1 python benchmarks/acting_overhead.py --sizes 1 1000 --rounds 7
 """
 
@@ -39,7 +45,7 @@ from torch import nn
 import rlnorm
 from rlnorm import envs
 from rlnorm.agents.ppo import PPO, PPOConfig
-from rlnorm.rollout import evaluate
+from rlnorm.rollout import RolloutManager, evaluate
 
 CONTROLLER = (0.0, 0.0, 3.0, 1.0)  # weights on (x, x_dot, theta, theta_dot)
 
@@ -52,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--collect-steps", type=int, default=256, help="steps per collect")
     return parser.parse_args()
 
 
@@ -143,6 +150,67 @@ def contenders(agent: PPO, n: int, episodes: int, steps: int, device: str) -> di
     return {"evaluate": run_evaluate, "hand loop": run_hand, "gymnasium": run_gym}
 
 
+def collectors(agent: PPO, n: int, steps: int, device: str) -> dict[str, Callable]:
+    """``RolloutManager.collect(steps)`` and a hand loop storing the same tensors."""
+    manager = RolloutManager(agent, envs.make("CartPole-v1", n, device))
+    manager.reset(seed=0)
+    hand_env = envs.make("CartPole-v1", n, device)
+    state = {"obs": hand_env.reset(seed=0)[0]}
+    nets = list(agent.modules().values())
+
+    def run_collect() -> None:
+        manager.collect(steps)
+
+    def run_hand() -> None:
+        obs_buf = torch.empty((steps + 1, n, 4), device=device)
+        actions = torch.empty((steps, n), dtype=torch.int64, device=device)
+        extras = {k: torch.empty((steps + 1, n), device=device) for k in ("log_prob", "value")}
+        rewards = torch.empty((steps, n), device=device)
+        terminated = torch.empty((steps, n), dtype=torch.bool, device=device)
+        truncated = torch.empty_like(terminated)
+        ret = torch.zeros(n, dtype=torch.float64, device=device)
+        obs = state["obs"]
+        for net in nets:
+            net.eval()
+        with torch.inference_mode():
+            for t in range(steps):
+                out = agent.act(obs)
+                obs_buf[t], actions[t] = obs, out.actions
+                for k in extras:
+                    extras[k][t] = out.extras[k]
+                obs, reward, term, trunc, _ = hand_env.step(out.actions)
+                rewards[t], terminated[t], truncated[t] = reward, term, trunc
+                ret += reward
+                ret.masked_fill_(term | trunc, 0.0)
+            obs_buf[steps] = obs
+            for k, v in agent.act(obs).extras.items():
+                if k in extras:
+                    extras[k][steps] = v
+        for net in nets:
+            net.train()
+        state["obs"] = obs
+
+    return {"collect": run_collect, "hand loop": run_hand}
+
+
+def timed(runs: dict[str, Callable], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contender, over interleaved rounds after a warm-up."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def rate(value: float) -> str:
+    """Env steps per second, with 3 significant digits."""
+    return f"{value / 1e6:.3g}M" if value >= 1e6 else f"{value / 1e3:.3g}k"
+
+
 def main() -> None:
     """Time every contender at every N and print a markdown table."""
     args = parse_args()
@@ -161,21 +229,23 @@ def main() -> None:
     for n in args.sizes:
         episodes = max(4, n)
         steps = count_steps(agent, n, episodes, args.device)
-        runs = contenders(agent, n, episodes, steps, args.device)
-        for run in runs.values():  # warm-up
-            run()
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.rounds):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-        rate = {name: steps * n / statistics.median(t) for name, t in times.items()}
-        cells = " | ".join(f"{rate[k] / 1e3:,.0f}k" for k in runs)
+        seconds = timed(contenders(agent, n, episodes, steps, args.device), args.rounds)
+        r = {name: steps * n / t for name, t in seconds.items()}
         print(
-            f"| {n} | {episodes} | {steps} | {cells} | "
-            f"{rate['evaluate'] / rate['hand loop']:.2f}x | "
-            f"{rate['evaluate'] / rate['gymnasium']:.2f}x |",
+            f"| {n} | {episodes} | {steps} | {rate(r['evaluate'])} | {rate(r['hand loop'])} | "
+            f"{rate(r['gymnasium'])} | {r['evaluate'] / r['hand loop']:.2f}x | "
+            f"{r['evaluate'] / r['gymnasium']:.2f}x |",
+            flush=True,
+        )
+    print("\n| N | steps per collect | collect | hand loop | collect / hand |")
+    print("|---|---|---|---|---|")
+    for n in args.sizes:
+        steps = args.collect_steps
+        seconds = timed(collectors(agent, n, steps, args.device), args.rounds)
+        r = {name: steps * n / t for name, t in seconds.items()}
+        print(
+            f"| {n} | {steps} | {rate(r['collect'])} | {rate(r['hand loop'])} | "
+            f"{r['collect'] / r['hand loop']:.2f}x |",
             flush=True,
         )
 

@@ -148,21 +148,26 @@ class _Episodes:
         self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
         self.lengths = torch.zeros(num_envs, dtype=torch.int64, device=device)
         self.prev_done = torch.zeros(num_envs, dtype=torch.bool, device=device)
+        self._zero, self._zero_length = self.returns.new_zeros(()), self.lengths.new_zeros(())
 
     def step(
-        self, reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Count one env step; returns ``(valid, done, returns, lengths)``, where
-        ``returns``/``lengths`` are each episode's totals including this step."""
-        valid = ~self.prev_done
-        self.returns += reward
-        self.lengths += valid
-        done = terminated | truncated
-        returns, lengths = self.returns.clone(), self.lengths.clone()
-        self.returns.masked_fill_(done, 0.0)
-        self.lengths.masked_fill_(done, 0)
-        self.prev_done = done
-        return valid, done, returns, lengths
+        self,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> None:
+        """Count one env step into the rows ``out = (valid, done, returns, lengths)``, where
+        ``returns``/``lengths`` are each episode's totals including this step. Written in
+        place, seven ops: a rollout's bookkeeping costs as little as a hand loop's."""
+        valid, done, returns, lengths = out
+        torch.logical_not(self.prev_done, out=valid)
+        torch.add(self.returns, reward, out=returns)
+        torch.add(self.lengths, valid, out=lengths)
+        torch.logical_or(terminated, truncated, out=done)
+        torch.where(done, self._zero, returns, out=self.returns)
+        torch.where(done, self._zero_length, lengths, out=self.lengths)
+        self.prev_done.copy_(done)
 
 
 class RolloutManager:
@@ -288,11 +293,14 @@ class RolloutManager:
                 terminated[t], truncated[t] = term, trunc
                 # Episode bookkeeping stays on device: finished episodes are read once per
                 # rollout.
-                valid[t], finished[t], finished_return[t], finished_length[t] = self._episodes.step(
-                    reward, term, trunc
+                self._episodes.step(
+                    reward,
+                    term,
+                    trunc,
+                    (valid[t], finished[t], finished_return[t], finished_length[t]),
                 )
                 if self.reward_scaler is not None:
-                    reward = self.reward_scaler(reward, term | trunc)
+                    reward = self.reward_scaler(reward, finished[t])
                 rewards[t] = reward
             self._obs = obs
             if normalizer is not None:  # folded into the statistics at the next collect's start
