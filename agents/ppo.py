@@ -237,7 +237,8 @@ class PPO(Agent):
         return OnPolicy(self.config.rollout_steps)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        obs = obs.to(torch.float32).flatten(1)
+        if obs.dtype != torch.float32 or obs.dim() != 2:  # two dispatches saved per step
+            obs = obs.to(torch.float32).flatten(1)
         params = self.actor(obs)
         if deterministic:
             # Evaluation: the most likely action, the argmax of the logits or the mean. No

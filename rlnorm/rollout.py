@@ -344,8 +344,8 @@ def evaluate(
     Built to cost no more than a hand loop over the same networks: one :func:`acting`
     context around the whole loop, and per step only three bookkeeping ops (each sub-env's
     running return, written to a row of a chunk, and its done flag); every ``_CHUNK`` steps
-    the episodes that ended are recorded in a few vectorized ops, and the host reads once
-    whether every quota is met.
+    the episodes that ended in the chunk are listed (one host sync) and recorded with a few
+    ops on that short list.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -353,39 +353,49 @@ def evaluate(
     quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
     quota[: episodes % n] += 1
     max_quota = int(quota.max())
-    # Column max_quota takes the writes of episodes past their sub-env's quota.
+    # Column max_quota of returns/lengths and entry n of last_end/ended take the writes
+    # meant for no one (episodes past their quota, ends that are not a sub-env's last), so
+    # that no index is written twice and every write is deterministic on any device.
     returns = torch.zeros((n, max_quota + 1), dtype=torch.float64, device=device)
     lengths = torch.zeros((n, max_quota + 1), dtype=torch.int64, device=device)
-    ended = torch.zeros(n, dtype=torch.int64, device=device)
+    ended = torch.zeros(n + 1, dtype=torch.int64, device=device)
     # The step of each sub-env's last episode end; -2 puts the first episode's start at 0.
-    last_end = torch.full((n,), -2, dtype=torch.int64, device=device)
+    last_end = torch.full((n + 1,), -2, dtype=torch.int64, device=device)
     running = torch.zeros(n, dtype=torch.float64, device=device)
     zero = running.new_zeros(())
     chunk_returns = torch.empty((_CHUNK, n), dtype=torch.float64, device=device)
     chunk_done = torch.empty((_CHUNK, n), dtype=torch.bool, device=device)
     rows = list(zip(chunk_returns.unbind(), chunk_done.unbind(), strict=True))
-    chunk_steps = torch.arange(_CHUNK, device=device)[:, None]
 
-    def record(first_step: int, count: int) -> None:
-        """Record the episodes that ended in the chunk's first ``count`` rows."""
-        done, ep_return = chunk_done[:count], chunk_returns[:count]
-        at = chunk_steps[:count] + first_step
-        ends = torch.where(done, at, -2)
-        # The end before each row's step: a running max over the chunk, after last_end.
-        before = torch.cat([last_end[None], ends[:-1]]).cummax(0).values
+    def record(first_step: int, count: int) -> int:
+        """Record the episodes that ended in the chunk's first ``count`` rows; returns how
+        many were recorded. Few sub-envs end an episode on a step, so this works on the
+        list of ends (one ``nonzero``, the chunk's host sync), not on the whole chunk."""
+        env_i, row = chunk_done[:count].T.nonzero(as_tuple=True)  # by sub-env, then step
+        if len(env_i) == 0:
+            return 0
+        at = row + first_step
+        first = torch.ones_like(env_i, dtype=torch.bool)  # a sub-env's first end in the chunk
+        first[1:] = env_i[1:] != env_i[:-1]
+        last = first.roll(-1)  # ... and its last
         # Under next-step autoreset an episode's first real step is two after the last end.
-        ep_length = at - before - 1
-        last_end.copy_(torch.maximum(before[-1], ends[-1]))
-        slot = ended + done.cumsum(0) - done.long()
-        slot = torch.where(done & (slot < quota), slot, max_quota).T
-        returns.scatter_(1, slot, ep_return.T)
-        lengths.scatter_(1, slot, ep_length.T)
-        ended.add_(done.sum(0))
+        ep_length = at - torch.where(first, last_end[env_i], at.roll(1)) - 1
+        position = torch.arange(len(env_i), device=device)
+        slot = ended[env_i] + position - torch.where(first, position, 0).cummax(0).values
+        keep = slot < quota[env_i]
+        slot_or_none = torch.where(keep, slot, max_quota)
+        returns.index_put_((env_i, slot_or_none), chunk_returns[row, env_i])
+        lengths.index_put_((env_i, slot_or_none), ep_length)
+        env_or_none = torch.where(last, env_i, n)
+        last_end.index_put_((env_or_none,), at)
+        ended.index_put_((env_or_none,), slot + 1)
+        return int(keep.sum())
 
     obs, _ = env.reset(seed=seed)
     obs_shape = _obs_shape(env)
     _check_obs(obs, env, obs_shape)
     max_steps = (env.max_episode_steps + 1) * max_quota + 1
+    remaining = episodes
     with acting(*agent.acting_modules()):
         for step in range(max_steps):
             actions = agent.act(normalize_obs(agent, obs), deterministic).actions
@@ -397,10 +407,10 @@ def evaluate(
             torch.where(done, zero, ep_return, out=running)
             # Recording is a host sync: once per chunk, as later episodes are not recorded.
             if step % _CHUNK == _CHUNK - 1 or step == max_steps - 1:
-                record(step - step % _CHUNK, step % _CHUNK + 1)
-                if bool((ended >= quota).all()):
+                remaining -= record(step - step % _CHUNK, step % _CHUNK + 1)
+                if remaining == 0:
                     break
-    if not bool((ended >= quota).all()):
+    if remaining:
         raise EnvError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
     taken = torch.arange(max_quota + 1, device=device) < quota[:, None]
     return EvalResult(returns[taken].cpu().numpy(), lengths[taken].cpu().numpy())
