@@ -2,7 +2,8 @@
 
 Read top to bottom, this file is the algorithm:
 
-1. ``act``: sample an action from the policy, record its log-probability and the value.
+1. ``act``: sample an action from the policy, record its log-probability and the value
+   (a deterministic act, for evaluation, takes the most likely action and runs no critic).
 2. ``update``: compute GAE advantages over the rollout, bootstrapping a truncated episode
    from the value of its final observation; then for ``epochs`` passes over shuffled
    minibatches, minimize the clipped surrogate + value loss - entropy bonus.
@@ -236,10 +237,18 @@ class PPO(Agent):
         return OnPolicy(self.config.rollout_steps)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        obs = obs.to(torch.float32).flatten(1)
-        dist = self.actor.distribution(self.actor(obs))
-        # deterministic: the most likely action, the argmax of the logits or the mean
-        sample = dist.mode if deterministic else dist.sample()
+        if obs.dtype != torch.float32 or obs.dim() != 2:  # two dispatches saved per step
+            obs = obs.to(torch.float32).flatten(1)
+        params = self.actor(obs)
+        if deterministic:
+            # Evaluation: the most likely action, the argmax of the logits or the mean. No
+            # distribution, log-probability or critic: the learner stores those only when
+            # it collects, and here they would cost as much as the actor itself.
+            if self.actor.discrete:
+                return ActOutput(params.argmax(-1))
+            return ActOutput(torch.clamp(params, self.low, self.high))
+        dist = self.actor.distribution(params)
+        sample = dist.sample()
         env_action = sample if self.actor.discrete else torch.clamp(sample, self.low, self.high)
         value = self.critic(obs).squeeze(-1)
         return ActOutput(

@@ -170,10 +170,16 @@ def act_in_eval_mode(agent: Agent, obs: torch.Tensor, deterministic: bool = Fals
     way a policy acts (observation normalization, when the agent has it, applied frozen).
     The rollout manager, :func:`rlnorm.predict` and :meth:`Agent.predict` all act through it.
     """
-    normalizer = getattr(agent, "obs_normalizer", None)  # plug-ins may skip Agent.__init__
-    obs = obs if normalizer is None else normalizer(obs)
+    obs = normalize_obs(agent, obs)
     with acting(*agent.acting_modules()):
         return agent.act(obs, deterministic=deterministic)
+
+
+def normalize_obs(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
+    """``obs`` through the agent's observation normalizer, frozen (no statistics update);
+    unchanged when it has none."""
+    normalizer = getattr(agent, "obs_normalizer", None)  # plug-ins may skip Agent.__init__
+    return obs if normalizer is None else normalizer(obs)
 
 
 #: How the core finds an agent class by its registered name without importing the plug-in

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlnorm.agent import ActOutput, Agent, act_in_eval_mode
+from rlnorm.agent import ActOutput, Agent, act_in_eval_mode, normalize_obs
 from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import EnvError, NonFiniteError
 from rlnorm.normalize import RewardScaler
@@ -74,12 +74,18 @@ class EvalResult:
         return float(self.returns.std())
 
 
-def _check_obs(obs: torch.Tensor, env: TorchVecEnv) -> None:
-    expected = (env.num_envs, *space_shape(env.single_observation_space))
-    if tuple(obs.shape) != expected:
+def _obs_shape(env: TorchVecEnv) -> torch.Size:
+    """The shape of every observation batch ``env`` must return."""
+    return torch.Size((env.num_envs, *space_shape(env.single_observation_space)))
+
+
+def _check_obs(obs: torch.Tensor, env: TorchVecEnv, expected: torch.Size | None = None) -> None:
+    """Raise unless ``obs`` has ``expected`` shape (``_obs_shape(env)``: pass it in a loop)."""
+    expected = _obs_shape(env) if expected is None else expected
+    if obs.shape != expected:
         raise EnvError(
             f"{env.env_id} returned observations of shape {tuple(obs.shape)}, expected "
-            f"{expected} (num_envs, *observation_space.shape)"
+            f"{tuple(expected)} (num_envs, *observation_space.shape)"
         )
 
 
@@ -118,6 +124,10 @@ def _act_on(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> Act
 act = act_in_eval_mode
 
 
+#: Steps between two host reads in :func:`evaluate`.
+_CHUNK = 8
+
+
 class _Episodes:
     """Return and length of each sub-env's running episode, kept on the env's device.
 
@@ -129,21 +139,26 @@ class _Episodes:
         self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
         self.lengths = torch.zeros(num_envs, dtype=torch.int64, device=device)
         self.prev_done = torch.zeros(num_envs, dtype=torch.bool, device=device)
+        self._zero, self._zero_length = self.returns.new_zeros(()), self.lengths.new_zeros(())
 
     def step(
-        self, reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Count one env step; returns ``(valid, done, returns, lengths)``, where
-        ``returns``/``lengths`` are each episode's totals including this step."""
-        valid = ~self.prev_done
-        self.returns += reward
-        self.lengths += valid
-        done = terminated | truncated
-        returns, lengths = self.returns.clone(), self.lengths.clone()
-        self.returns.masked_fill_(done, 0.0)
-        self.lengths.masked_fill_(done, 0)
-        self.prev_done = done
-        return valid, done, returns, lengths
+        self,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> None:
+        """Count one env step into the rows ``out = (valid, done, returns, lengths)``, where
+        ``returns``/``lengths`` are each episode's totals including this step. Written in
+        place, seven ops: a rollout's bookkeeping costs as little as a hand loop's."""
+        valid, done, returns, lengths = out
+        torch.logical_not(self.prev_done, out=valid)
+        torch.add(self.returns, reward, out=returns)
+        torch.add(self.lengths, valid, out=lengths)
+        torch.logical_or(terminated, truncated, out=done)
+        torch.where(done, self._zero, returns, out=self.returns)
+        torch.where(done, self._zero_length, lengths, out=self.lengths)
+        self.prev_done.copy_(done)
 
 
 class RolloutManager:
@@ -242,39 +257,49 @@ class RolloutManager:
         extras: dict[str, torch.Tensor] = {}
 
         normalizer = getattr(self.agent, "obs_normalizer", None)
-        for t in range(T):
-            if normalizer is not None:
-                normalizer.update(obs)
+        obs_shape = _obs_shape(env)
+        # One acting context around the whole loop, not one per step: the env never runs the
+        # agent's networks, so they stay in eval mode throughout, and the buffers above were
+        # made outside inference mode so the learner can differentiate through what they hold.
+        with acting(*self.agent.acting_modules()):
+            for t in range(T):
+                if normalizer is not None:
+                    normalizer.update(obs)
+                    obs = normalizer(obs)
+                out = (
+                    ActOutput(uniform_actions(env.single_action_space, n, env.device))
+                    if random_actions
+                    else self.agent.act(obs)
+                )
+                if actions is None:
+                    with torch.inference_mode(False):
+                        actions = out.actions.new_empty((T, *out.actions.shape))
+                        extras = {k: v.new_empty((T + 1, *v.shape)) for k, v in out.extras.items()}
+                obs_buf[t] = obs
+                actions[t] = out.actions
+                for k, v in out.extras.items():
+                    extras[k][t] = v
+                obs, reward, term, trunc, _ = env.step(out.actions)
+                _check_obs(obs, env, obs_shape)
+                terminated[t], truncated[t] = term, trunc
+                # Episode bookkeeping stays on device: finished episodes are read once per
+                # rollout.
+                self._episodes.step(
+                    reward,
+                    term,
+                    trunc,
+                    (valid[t], finished[t], finished_return[t], finished_length[t]),
+                )
+                if self.reward_scaler is not None:
+                    reward = self.reward_scaler(reward, finished[t])
+                rewards[t] = reward
+            self._obs = obs
+            if normalizer is not None:  # folded into the statistics at the next collect's start
                 obs = normalizer(obs)
-            out = (
-                ActOutput(uniform_actions(env.single_action_space, n, env.device))
-                if random_actions
-                else _act_on(self.agent, obs)
-            )
-            if actions is None:
-                actions = out.actions.new_empty((T, *out.actions.shape))
-                extras = {k: v.new_empty((T + 1, *v.shape)) for k, v in out.extras.items()}
-            obs_buf[t] = obs
-            actions[t] = out.actions
-            for k, v in out.extras.items():
-                extras[k][t] = v
-            obs, reward, term, trunc, _ = env.step(out.actions)
-            _check_obs(obs, env)
-            terminated[t], truncated[t] = term, trunc
-            # Episode bookkeeping stays on device: finished episodes are read once per rollout.
-            valid[t], finished[t], finished_return[t], finished_length[t] = self._episodes.step(
-                reward, term, trunc
-            )
-            if self.reward_scaler is not None:
-                reward = self.reward_scaler(reward, term | trunc)
-            rewards[t] = reward
-        self._obs = obs
-        if normalizer is not None:  # folded into the statistics at the next collect's first step
-            obs = normalizer(obs)
-        obs_buf[T] = obs
-        if extras:  # the extras' row T (PPO: the bootstrap value); skipped when none are kept
-            for k, v in _act_on(self.agent, obs).extras.items():
-                extras[k][T] = v
+            obs_buf[T] = obs
+            if extras:  # the extras' row T (PPO: the bootstrap value); skipped when none are kept
+                for k, v in self.agent.act(obs).extras.items():
+                    extras[k][T] = v
 
         # Raised after the episode bookkeeping: a caller may drop this rollout and go on.
         _check_finite("reward", rewards, valid)
@@ -306,6 +331,12 @@ def evaluate(
     Sub-env ``i`` is assigned a fixed quota of episodes up front and only those are
     recorded, so the estimate is not biased towards short episodes (taking whichever
     episodes finish first would be).
+
+    Built to cost no more than a hand loop over the same networks: one :func:`acting`
+    context around the whole loop, and per step only three bookkeeping ops (each sub-env's
+    running return, written to a row of a chunk, and its done flag); every ``_CHUNK`` steps
+    the episodes that ended in the chunk are listed (one host sync) and recorded with a few
+    ops on that short list.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -313,31 +344,66 @@ def evaluate(
     quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
     quota[: episodes % n] += 1
     max_quota = int(quota.max())
-    returns = torch.zeros((n, max_quota), dtype=torch.float64, device=device)
-    lengths = torch.zeros((n, max_quota), dtype=torch.int64, device=device)
-    count = torch.zeros(n, dtype=torch.int64, device=device)
-    episodes_run = _Episodes(n, device)
-    rows = torch.arange(n, device=device)
+    # Column max_quota of returns/lengths and entry n of last_end/ended take the writes
+    # meant for no one (episodes past their quota, ends that are not a sub-env's last), so
+    # that no index is written twice and every write is deterministic on any device.
+    returns = torch.zeros((n, max_quota + 1), dtype=torch.float64, device=device)
+    lengths = torch.zeros((n, max_quota + 1), dtype=torch.int64, device=device)
+    ended = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    # The step of each sub-env's last episode end; -2 puts the first episode's start at 0.
+    last_end = torch.full((n + 1,), -2, dtype=torch.int64, device=device)
+    running = torch.zeros(n, dtype=torch.float64, device=device)
+    zero = running.new_zeros(())
+    chunk_returns = torch.empty((_CHUNK, n), dtype=torch.float64, device=device)
+    chunk_done = torch.empty((_CHUNK, n), dtype=torch.bool, device=device)
+    rows = list(zip(chunk_returns.unbind(), chunk_done.unbind(), strict=True))
+
+    def record(first_step: int, count: int) -> int:
+        """Record the episodes that ended in the chunk's first ``count`` rows; returns how
+        many were recorded. Few sub-envs end an episode on a step, so this works on the
+        list of ends (one ``nonzero``, the chunk's host sync), not on the whole chunk."""
+        env_i, row = chunk_done[:count].T.nonzero(as_tuple=True)  # by sub-env, then step
+        if len(env_i) == 0:
+            return 0
+        at = row + first_step
+        first = torch.ones_like(env_i, dtype=torch.bool)  # a sub-env's first end in the chunk
+        first[1:] = env_i[1:] != env_i[:-1]
+        last = first.roll(-1)  # ... and its last
+        # Under next-step autoreset an episode's first real step is two after the last end.
+        ep_length = at - torch.where(first, last_end[env_i], at.roll(1)) - 1
+        position = torch.arange(len(env_i), device=device)
+        slot = ended[env_i] + position - torch.where(first, position, 0).cummax(0).values
+        keep = slot < quota[env_i]
+        slot_or_none = torch.where(keep, slot, max_quota)
+        returns.index_put_((env_i, slot_or_none), chunk_returns[row, env_i])
+        lengths.index_put_((env_i, slot_or_none), ep_length)
+        env_or_none = torch.where(last, env_i, n)
+        last_end.index_put_((env_or_none,), at)
+        ended.index_put_((env_or_none,), slot + 1)
+        return int(keep.sum())
 
     obs, _ = env.reset(seed=seed)
-    _check_obs(obs, env)
+    obs_shape = _obs_shape(env)
+    _check_obs(obs, env, obs_shape)
     max_steps = (env.max_episode_steps + 1) * max_quota + 1
-    for step in range(max_steps):
-        actions = act(agent, obs, deterministic).actions
-        obs, reward, term, trunc, _ = env.step(actions)
-        _check_obs(obs, env)
-        _, done, ep_return, ep_length = episodes_run.step(reward, term, trunc)
-        record = done & (count < quota)
-        slot = count.clamp(max=max_quota - 1)
-        returns[rows, slot] = torch.where(record, ep_return, returns[rows, slot])
-        lengths[rows, slot] = torch.where(record, ep_length, lengths[rows, slot])
-        count += record
-        # Checking is a host sync: every 8 steps is enough, as later episodes are not recorded.
-        if step % 8 == 7 and bool((count >= quota).all()):
-            break
-    if not bool((count >= quota).all()):
+    remaining = episodes
+    with acting(*agent.acting_modules()):
+        for step in range(max_steps):
+            actions = agent.act(normalize_obs(agent, obs), deterministic).actions
+            obs, reward, term, trunc, _ = env.step(actions)
+            _check_obs(obs, env, obs_shape)
+            ep_return, done = rows[step % _CHUNK]
+            torch.add(running, reward, out=ep_return)  # the return up to and with this step
+            torch.logical_or(term, trunc, out=done)
+            torch.where(done, zero, ep_return, out=running)
+            # Recording is a host sync: once per chunk, as later episodes are not recorded.
+            if step % _CHUNK == _CHUNK - 1 or step == max_steps - 1:
+                remaining -= record(step - step % _CHUNK, step % _CHUNK + 1)
+                if remaining == 0:
+                    break
+    if remaining:
         raise EnvError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
-    taken = torch.arange(max_quota, device=device) < quota[:, None]
+    taken = torch.arange(max_quota + 1, device=device) < quota[:, None]
     return EvalResult(returns[taken].cpu().numpy(), lengths[taken].cpu().numpy())
 
 

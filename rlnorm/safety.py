@@ -8,6 +8,8 @@ caller had deliberately frozen in eval mode.
 
 from __future__ import annotations
 
+import operator
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -17,16 +19,59 @@ from torch import nn
 from rlnorm.layers import BatchGuard
 from rlnorm.norm import kind_of
 
+_children = operator.attrgetter("_modules")
+
+
+class _Tree:
+    """The submodules of one root, remembered with what makes them its submodules.
+
+    Walking ``named_modules`` on every entry of :func:`acting` or :func:`training` (several
+    times per gradient step, and per call of :func:`rlnorm.predict`) costs more than the
+    flags it sets, so the list is cached with a copy of the root's and each submodule's
+    ``_modules`` dict (name -> child). Every way the tree can change goes through some
+    module's ``_modules``: ``add_module``, ``register_module`` or attribute assignment,
+    ``del``, ``ModuleList.insert``/``pop``, a parametrization (which registers a
+    ``parametrizations`` child), or a write into ``_modules`` itself (as quantization's
+    module swaps do). So the cached list is the tree exactly while every module's
+    ``_modules`` equals its copy, which :meth:`still_valid` checks without a Python loop.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        subs = list(root.modules())
+        self.subs = subs[1:]  # the root itself is not held: the cache must not keep it alive
+        self.root_children = dict(root._modules)
+        self.children = [dict(m._modules) for m in self.subs]
+
+    def still_valid(self, root: nn.Module) -> bool:
+        """Whether every module's ``_modules`` (read afresh: a module may have been given a
+        new dict) still equals the copy taken with the list; dicts compare in C."""
+        return root._modules == self.root_children and (
+            list(map(_children, self.subs)) == self.children
+        )
+
+
+#: Each root module's :class:`_Tree`, forgotten when the root is garbage-collected.
+_trees: weakref.WeakKeyDictionary[nn.Module, _Tree] = weakref.WeakKeyDictionary()
+
+
+def _tree_of(root: nn.Module) -> list[nn.Module]:
+    """``root`` and its submodules, from the cache while its tree has not changed."""
+    tree = _trees.get(root)
+    if tree is None or not tree.still_valid(root):
+        tree = _trees[root] = _Tree(root)
+    return [root, *tree.subs]
+
 
 def _submodules(modules: Iterable[nn.Module]) -> list[nn.Module]:
     """Every distinct submodule of ``modules`` (a module reached twice is recorded once)."""
-    seen: dict[int, nn.Module] = {}
+    found: list[nn.Module] = []
     for root in modules:
         if not isinstance(root, nn.Module):
             raise TypeError(f"expected torch.nn.Module, got {type(root).__name__}")
-        for m in root.modules():
-            seen.setdefault(id(m), m)
-    return list(seen.values())
+        found += _tree_of(root)
+    if len(set(map(id, found))) == len(found):  # the usual case: disjoint trees
+        return found
+    return list({id(m): m for m in found}.values())
 
 
 def _set_training(module: nn.Module, train: bool) -> None:
@@ -41,15 +86,22 @@ def _set_training(module: nn.Module, train: bool) -> None:
 
 @contextmanager
 def _mode(modules: tuple[nn.Module, ...], train: bool) -> Iterator[None]:
+    """Every submodule of ``modules`` in mode ``train`` inside; each one's own flag after.
+
+    Only flags that differ are written, on entry and on exit, so a context entered on
+    modules already in the wanted mode costs a read of each flag.
+    """
     subs = _submodules(modules)
     saved = [m.training for m in subs]
     try:
-        for m in subs:
-            _set_training(m, train)
+        for m, was_training in zip(subs, saved, strict=True):
+            if was_training != train:
+                _set_training(m, train)
         yield
     finally:
         for m, was_training in zip(subs, saved, strict=True):
-            _set_training(m, was_training)
+            if m.training != was_training:
+                _set_training(m, was_training)
 
 
 @contextmanager
