@@ -1,4 +1,4 @@
-"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``.
+"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``sweep``.
 
 The top floor of the house: with the package facade (``rlnorm/__init__``) it is the only
 module that imports both the core and the plug-in folders (``rlnorm.agents``,
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rlnorm import agents, checkpoint, config, envs, norm, plot
+from rlnorm import agents, checkpoint, config, envs, norm, plot, sweep
 from rlnorm.audit import audit_checkpoint, format_findings
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("list", help="list agents, environments and normalizations")
     plot.add_parser(sub)
+    sweep.add_parser(sub)
     return parser
 
 
@@ -380,7 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
-    commands = {"train": _train, "eval": _eval, "audit": _audit, "list": _list, "plot": plot.run}
+    commands = {
+        "train": _train,
+        "eval": _eval,
+        "audit": _audit,
+        "list": _list,
+        "plot": plot.run,
+        "sweep": sweep.run,
+    }
     command = commands[args.command]
     try:
         return command(args)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up rlnorm on a fresh machine: a virtual environment in .venv with the package, its dev
-# tools, the pygame renderer and MuJoCo. torch's CPU build is installed first where the
+# tools, the pygame renderer, MuJoCo and Ray (`rlnorm sweep --backend ray`, so CI tests it).
+# torch's CPU build is installed first where the
 # environment has no torch, so the `torch>=2.3` requirement does not pull a multi-GB CUDA build. Idempotent: re-running it
 # only installs what changed. Usage: bash scripts/setup.sh
 set -euo pipefail
@@ -11,4 +12,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco]"
+.venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco,ray]"
