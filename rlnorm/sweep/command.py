@@ -33,35 +33,62 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run every trial of SPEC.yaml as an ordinary `rlnorm train` run directory "
         "under DIR (trials.csv: status and result of each; rerunning skips finished trials and "
         "resumes interrupted ones), or, as `rlnorm sweep report DIR`, compute rliable "
-        "statistics (IQM, median, mean with 95%% CIs, probability of improvement) and figures. "
+        "statistics (IQM, median, mean with 95% CIs, probability of improvement) and figures. "
         "See docs/sweeps.md.",
     )
     parser.add_argument("spec", metavar="SPEC.yaml | report", help="the sweep spec, or `report`")
     parser.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="(report) the sweep DIR")
     running = parser.add_argument_group("running a sweep")
-    running.add_argument("--out", type=Path, default=None, help="default: sweeps/<SPEC name>")
-    running.add_argument("--backend", choices=("local", "ray"), default="local")
+    running.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="default: sweeps/<SPEC name>"
+    )
+    running.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool (default); ray: one Ray task per trial",
+    )
     running.add_argument(
         "--workers",
         type=_positive_int,
         default=None,
+        metavar="K",
         help="trials at once (default: the CPU cores); each gets cores/workers torch threads",
     )
     running.add_argument(
         "--address",
         default=None,
+        metavar="ADDR",
         help="Ray cluster to join (auto, ray://host:10001); default: start a local Ray",
     )
     running.add_argument(
         "--retry-failed", action="store_true", help="run failed trials again (resumed if they can)"
     )
     report = parser.add_argument_group("rlnorm sweep report DIR")
-    report.add_argument("--metric", choices=("final", "auc"), default="final")
     report.add_argument(
-        "--baseline", default=None, help="row to compare with (default: norm=none, else the first)"
+        "--metric",
+        choices=("final", "auc"),
+        default="final",
+        help="a run's score: its final evaluation (default), or the area under its "
+        "evaluation curve over the steps it spans",
     )
-    report.add_argument("-o", dest="output", type=Path, default=None, help="default: DIR/report.md")
-    report.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap samples")
+    report.add_argument(
+        "--baseline",
+        default=None,
+        metavar="LABEL",
+        help="row to compare with (default: norm=none, else the first)",
+    )
+    report.add_argument(
+        "-o",
+        dest="output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the Markdown to write (default: DIR/report.md); the CSV and figures go beside it",
+    )
+    report.add_argument(
+        "--reps", type=_positive_int, default=2000, help="bootstrap samples (default 2000)"
+    )
     return parser
 
 

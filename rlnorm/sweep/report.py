@@ -104,22 +104,24 @@ def analyse(rows: dict[str, Row], baseline: str | None, reps: int, seed: int = 0
             [metrics.aggregate_iqm(x), metrics.aggregate_median(x), metrics.aggregate_mean(x)]
         )
 
-    # arch, under rliable, deprecates the RandomState that rliable hands it: not ours to fix.
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-    points, cis = library.get_interval_estimates(
-        scores,
-        aggregates,
-        reps=reps,
-        confidence_interval_size=CONFIDENCE,
-        random_state=np.random.RandomState(seed),
-    )
     pairs = {label: (scores[label], scores[baseline]) for label in rows}
-    improvement, improvement_cis = library.get_interval_estimates(
-        pairs,
-        metrics.probability_of_improvement,
-        reps=reps,
-        random_state=np.random.RandomState(seed),
-    )
+    with warnings.catch_warnings():
+        # arch, under rliable, deprecates the RandomState rliable hands it: not ours to fix.
+        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+        points, cis = library.get_interval_estimates(
+            scores,
+            aggregates,
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
+        improvement, improvement_cis = library.get_interval_estimates(
+            pairs,
+            metrics.probability_of_improvement,
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
     for label, row in rows.items():
         for i, name in enumerate(("iqm", "median", "mean")):
             row.estimates[name] = (points[label][i], cis[label][0, i], cis[label][1, i])

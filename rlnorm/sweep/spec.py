@@ -314,11 +314,15 @@ def check_configs(spec: Spec) -> None:
 
 
 def _blame(spec: Spec, trial: Trial, message: str) -> str:
-    """Where in the SPEC the key that ``message`` complains about was set."""
-    for key, value in trial.args.items():
-        named = key in message or key.rpartition(".")[2] in message.split(":")[0]
-        if named or (isinstance(value, str) and repr(value) in message):
-            return spec.where(*trial.origin.get(key, ("train",)))
+    """Where in the SPEC the key that ``message`` complains about was set: a config key the
+    message begins with, else an argument whose value it quotes, else ``train``."""
+    subject = message.split(":")[0]
+    dotted = [
+        k for k in trial.args if "." in k and (k in subject or k.rpartition(".")[2] in subject)
+    ]
+    quoted = [k for k, v in trial.args.items() if isinstance(v, str) and repr(v) in message]
+    for key in [*dotted, *quoted]:
+        return spec.where(*trial.origin.get(key, ("train",)))
     return spec.where("train")
 
 
