@@ -10,7 +10,7 @@ not see the output directory fails at once, saying so, instead of training into 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,19 @@ def ray_pool(
     address: str | None,
     num_cpus: int,
     resources: dict[str, float],
-) -> Iterator[tuple[Job, Outcome]]:
+) -> Generator[tuple[Job, Outcome], None, None]:
     """Run ``jobs`` as Ray tasks on the cluster at ``address`` (``auto``, ``ray://host:port``)
     or, without one, on a local Ray of ``num_cpus`` CPUs; yield each trial as it ends. Each
     task asks for ``resources`` (``num_cpus``, default 1; ``num_gpus``, fractions allowed).
     Tasks still running when the generator is closed are cancelled."""
+    if not jobs:  # a finished sweep rerun: no Ray to start
+        return
     ray = _ray()
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RlnormError(
             f"--backend ray: cannot start or reach Ray ({address or 'local'}): {e}"

@@ -18,6 +18,7 @@ the next run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -29,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -124,7 +125,7 @@ def run_job(job: Job) -> Outcome:
     return Outcome(code, "" if code == 0 else error_line(job.log, offset, code), wall)
 
 
-def local_pool(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
+def local_pool(jobs: list[Job], workers: int) -> Generator[tuple[Job, Outcome], None, None]:
     """Run ``jobs`` as at most ``workers`` processes at once; yield each as it ends. On any
     exit (an exception, Ctrl-C, the caller closing the generator) running trials are
     killed, and resume from their last checkpoint next time."""
@@ -194,8 +195,8 @@ class SweepDir:
     def record(self, trial: Trial, status: str, error: str = "") -> None:
         """Set ``trial``'s row (its result read from its run directory when it finished)."""
         row: dict[str, Any] = {"trial": trial.name, "status": status, **trial.values}
-        if status == "done":
-            summary = json.loads((self.run_dir(trial) / "summary.json").read_text())
+        summary = finished(self.run_dir(trial))
+        if status == "done" and summary is not None:
             row |= {
                 "final_return": summary["final_eval"]["mean"],
                 "final_std": summary["final_eval"]["std"],
@@ -220,6 +221,15 @@ class SweepDir:
         self._lock.close()
 
 
+def finished(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json`` (written when ``rlnorm train`` ends), or None: not finished,
+    or killed while writing it (then a resume finishes it again)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -232,7 +242,7 @@ def plan(sweep: SweepDir, threads: int, retry_failed: bool) -> list[Job]:
     for trial in sweep.spec.trials:
         run_dir = sweep.run_dir(trial)
         previous = sweep.rows.get(trial.name, {})
-        if (run_dir / "summary.json").is_file():
+        if finished(run_dir) is not None:
             sweep.record(trial, "done")
             continue
         if previous.get("status") == "failed" and not retry_failed:
@@ -249,7 +259,7 @@ def plan(sweep: SweepDir, threads: int, retry_failed: bool) -> list[Job]:
     return jobs
 
 
-Backend = Callable[[list[Job]], Iterator[tuple[Job, Outcome]]]
+Backend = Callable[[list[Job]], Generator[tuple[Job, Outcome], None, None]]
 
 
 def run(
@@ -272,17 +282,19 @@ def run(
             f"sweep {out}: {total} trials, {done} already ended, {len(jobs)} to run"
             + (f" ({resumed} resumed from their last checkpoint)" if resumed else "")
         )
-        for job, outcome in backend(jobs):
-            done += 1
-            trial = job.trial
-            if outcome.returncode == 0 and (sweep.run_dir(trial) / "summary.json").is_file():
-                sweep.record(trial, "done")
-                result = f"final return {float(sweep.rows[trial.name]['final_return']):.2f}"
-            else:
-                sweep.record(trial, "failed", outcome.error or "no summary.json written")
-                result = f"FAILED: {sweep.rows[trial.name]['error']} (log: {job.log})"
-            sweep.write()
-            echo(f"[{done}/{total}] {trial.name}: {outcome.wall_s:.1f} s, {result}")
+        # Closed on any exit: the backend kills its running trials and shuts Ray down.
+        with contextlib.closing(backend(jobs)) as outcomes:
+            for job, outcome in outcomes:
+                done += 1
+                trial = job.trial
+                if outcome.returncode == 0 and finished(sweep.run_dir(trial)) is not None:
+                    sweep.record(trial, "done")
+                    result = f"final return {float(sweep.rows[trial.name]['final_return']):.2f}"
+                else:
+                    sweep.record(trial, "failed", outcome.error or "no summary.json written")
+                    result = f"FAILED: {sweep.rows[trial.name]['error']} (log: {job.log})"
+                sweep.write()
+                echo(f"[{done}/{total}] {trial.name}: {outcome.wall_s:.1f} s, {result}")
         counts = {"done": 0, "failed": 0}
         for row in sweep.rows.values():
             counts[row["status"]] = counts.get(row["status"], 0) + 1

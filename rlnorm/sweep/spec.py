@@ -180,7 +180,7 @@ def _check_argument(spec: Spec, at: tuple[Any, ...], key: Any, value: Any) -> No
     expected = TRAIN_KEYS[key]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise SpecError(f"{where}: {key} must be a {expected.__name__}, got {value!r}")
-    if key == "steps" and value < 1:
+    if key == "steps" and isinstance(value, int) and value < 1:
         raise SpecError(f"{where}: steps must be a positive integer, got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise SpecError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
