@@ -107,6 +107,7 @@ def test_a_list_of_trials_is_crossed_with_the_grid() -> None:
         ("train: {norm: batch}\ngrid:\n  norm: [none]\n", 3, "both fixed"),
         ("grid: {seed: [0, 1]}\ntrials: [{seed: 2}]\n", 2, "also a grid key"),
         ("grid: {seed: [0\n", 2, "malformed YAML"),
+        ("grid:\n  seed: [0]\n  norm: [none]\n  seed: [1]\n", 4, "given twice"),
     ],
 )
 def test_a_bad_spec_names_its_line(text: str, line: int, words: str) -> None:

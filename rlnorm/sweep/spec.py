@@ -125,7 +125,7 @@ def parse(text: str, path: Path = Path("SPEC")) -> Spec:
         line = f", line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{path}{line}: malformed YAML: {problem}") from None
-    spec = Spec(path, text, {}, lines=_lines(node) if node is not None else {})
+    spec = Spec(path, text, {}, lines=_lines(node, path) if node is not None else {})
     if not isinstance(data, dict):
         raise SpecError(f"{path}, line 1: a sweep spec is a mapping with the keys train, grid")
     for key in data:
@@ -141,16 +141,23 @@ def parse(text: str, path: Path = Path("SPEC")) -> Spec:
     return spec
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """The line (1-based) where each entry of the YAML document starts, keyed by its path."""
+def _lines(node: yaml.Node, source: Path, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """The line (1-based) where each entry of the YAML document starts, keyed by its path;
+    a key given twice in one mapping (YAML would silently keep the last) is an error."""
     lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            lines.update(_lines(value, (*path, key.value)))
-            lines[(*path, key.value)] = key.start_mark.line + 1
+            at = (*path, key.value)
+            if at in lines:
+                raise SpecError(
+                    f"{source}, line {key.start_mark.line + 1}: {key.value} is given twice "
+                    f"(first at line {lines[at]})"
+                )
+            lines.update(_lines(value, source, at))
+            lines[at] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, value in enumerate(node.value):
-            lines.update(_lines(value, (*path, index)))
+            lines.update(_lines(value, source, (*path, index)))
     return lines
 
 
