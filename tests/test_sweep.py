@@ -9,6 +9,7 @@ minute on two cores; every trial is still a full ``rlnorm train`` process.
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from rlnorm import cli
+from rlnorm.errors import RlnormError
 from rlnorm.plot import read_curve
+from rlnorm.sweep import ray_backend, runner
 from rlnorm.sweep import spec as specs
 
 TINY = (
@@ -122,6 +125,54 @@ def test_a_bad_spec_exits_2_before_anything_runs(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert f"{spec}, line 3" in err and "lrr" in err and "Did you mean 'lr'" in err
     assert not (tmp_path / "out").exists()
+
+
+# -- planning: what a rerun does with each trial, read from its run directory ---------------
+def test_a_rerun_plans_each_trial_from_its_run_directory(tmp_path: Path) -> None:
+    spec = specs.parse("train: {agent: ppo}\ngrid: {seed: [0, 1, 2, 3]}\n")
+    out = tmp_path / "out"
+    (out / "seed=0").mkdir(parents=True)
+    (out / "seed=0" / "summary.json").write_text(
+        json.dumps({"final_eval": {"mean": 1.5, "std": 0.0}, "env_steps": 8, "wall_time_s": 1})
+    )
+    (out / "seed=1" / "checkpoints" / "last").mkdir(parents=True)  # interrupted
+    (out / "seed=2" / "tb").mkdir(parents=True)  # killed before its first checkpoint
+    (out / "trials.csv").write_text("trial,status,seed,error\nseed=3,failed,3,boom\n")
+
+    def planned(retry_failed: bool) -> dict[str, list[str]]:
+        sweep = runner.SweepDir(out, spec)
+        try:
+            return {j.trial.name: j.train_argv for j in runner.plan(sweep, 1, retry_failed)}
+        finally:
+            sweep.close()
+
+    jobs = planned(retry_failed=False)
+    assert set(jobs) == {"seed=1", "seed=2"}
+    assert jobs["seed=1"][:3] == ["train", "--resume", str(out / "seed=1")]
+    assert jobs["seed=2"][:3] == ["train", "--run-dir", str(out / "seed=2")]
+    assert not (out / "seed=2").exists()  # a fresh trial starts in a directory not yet there
+    assert set(planned(retry_failed=True)) == {"seed=1", "seed=2", "seed=3"}
+
+
+def test_a_second_sweep_in_the_same_directory_is_refused(tmp_path: Path) -> None:
+    spec = specs.parse("train: {agent: ppo}\ngrid: {seed: [0]}\n")
+    first = runner.SweepDir(tmp_path, spec)
+    try:
+        with pytest.raises(RlnormError, match="another sweep is running"):
+            runner.SweepDir(tmp_path, spec)
+    finally:
+        first.close()
+    other = specs.parse("train: {agent: sac}\ngrid: {seed: [0]}\n")
+    with pytest.raises(specs.SpecError, match="other fixed train arguments"):
+        runner.SweepDir(tmp_path, other)
+
+
+def test_a_ray_node_that_does_not_see_the_sweep_directory_says_so(tmp_path: Path) -> None:
+    trial = specs.parse("grid: {seed: [0]}\n").trials[0]
+    job = runner.Job(trial, trial.train_argv(tmp_path / "t", 1), tmp_path / "t.log", 1)
+    outcome = ray_backend._task(job, str(tmp_path / "elsewhere"))
+    assert outcome.returncode == 1 and "does not see the sweep directory" in outcome.error
+    assert not (tmp_path / "t").exists()
 
 
 # -- running -------------------------------------------------------------------------------
