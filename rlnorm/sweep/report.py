@@ -29,6 +29,7 @@ from rlnorm.plot import Curve, aggregate, read_curve, read_header
 from rlnorm.sweep import spec as specs
 
 CONFIDENCE = 0.95
+ESTIMATES = ("iqm", "median", "mean", "improvement")  # the columns of a row, in order
 
 
 @dataclass
@@ -59,8 +60,8 @@ def score(run_dir: Path, metric: str) -> tuple[float, Curve]:
         ), curve
     if len(curve.steps) == 1:
         return float(curve.values[0]), curve
-    span = float(curve.steps[-1] - curve.steps[0])
-    return float(np.trapezoid(curve.values, curve.steps) / span), curve
+    widths, heights = np.diff(curve.steps), (curve.values[1:] + curve.values[:-1]) / 2
+    return float(np.sum(widths * heights) / np.sum(widths)), curve  # trapezoids / span
 
 
 def collect(out: Path, metric: str) -> tuple[dict[str, dict[str, Row]], list[str]]:
@@ -142,19 +143,9 @@ def tables(
     md = [f"# Sweep report\n\nScore: {what}; 95% stratified bootstrap CIs (rliable).\n"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "group",
-            "config",
-            "runs",
-            *(
-                f"{n}{s}"
-                for n in ("iqm", "median", "mean", "p_improvement")
-                for s in ("", "_low", "_high")
-            ),
-            "baseline",
-        ]
-    )
+    bounds = ("", "_low", "_high")
+    columns = [f"{n}{b}" for n in ("iqm", "median", "mean", "p_improvement") for b in bounds]
+    writer.writerow(["group", "config", "runs", *columns, "baseline"])
     for group, rows in groups.items():
         baseline = baselines[group]
         md += [
@@ -163,21 +154,11 @@ def tables(
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in rows.values():
-            cells = [_cell(row.estimates[n]) for n in ("iqm", "median", "mean", "improvement")]
-            md.append(f"| {row.label} | {len(row.scores)} | {' | '.join(cells)} |")
-            writer.writerow(
-                [
-                    group,
-                    row.label,
-                    len(row.scores),
-                    *(
-                        f"{v:.6g}"
-                        for n in ("iqm", "median", "mean", "improvement")
-                        for v in row.estimates[n]
-                    ),
-                    baseline,
-                ]
-            )
+            estimates = [row.estimates[n] for n in ESTIMATES]
+            cells = " | ".join(map(_cell, estimates))
+            md.append(f"| {row.label} | {len(row.scores)} | {cells} |")
+            numbers = [f"{v:.6g}" for estimate in estimates for v in estimate]
+            writer.writerow([group, row.label, len(row.scores), *numbers, baseline])
         md.append("")
     return "\n".join(md), buffer.getvalue()
 
