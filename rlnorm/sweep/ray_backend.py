@@ -58,7 +58,10 @@ def ray_pool(
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": a new Ray of our own, never one found running on this machine.
+            ray.init(
+                address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False
+            )
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RlnormError(
             f"--backend ray: cannot start or reach Ray ({address or 'local'}): {e}"
