@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="K",
-        help="trials at once (default: the CPU cores); each gets cores/workers torch threads",
+        help="trials at once (default: the CPU cores), each with one torch thread",
     )
     running.add_argument(
         "--address",
@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
     out = (args.out or Path("sweeps") / Path(args.spec).stem).resolve()
     cores = runner.available_cores()
     if args.backend == "local":
-        workers = args.workers or cores
-        threads = max(1, cores // workers)
-        backend = partial(runner.local_pool, workers=workers)
+        # One torch thread a trial (the CLI's default): workers x threads <= cores, and more
+        # intra-op threads slowed small-network trials on shared cores (docs/sweeps.md).
+        threads = 1
+        backend = partial(runner.local_pool, workers=args.workers or cores)
     else:
         from rlnorm.sweep.ray_backend import ray_pool
 
