@@ -1,4 +1,4 @@
-"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``.
+"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``sweep``.
 
 The top floor of the house: with the package facade (``rlnorm/__init__``) it is the only
 module that imports both the core and the plug-in folders (``rlnorm.agents``,
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlnorm import config, plot_command
+from rlnorm import config, plot_command, sweep
 from rlnorm.cli_parser import build_parser
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 
@@ -327,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit": _audit,
         "list": _list,
         "plot": plot_command.run,
+        "sweep": sweep.run,
     }
     command = commands[args.command]
     try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlnorm import plot_command
+from rlnorm import plot_command, sweep
 
-DESCRIPTION = "The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``."
+DESCRIPTION = (
+    "The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``sweep``."
+)
 
 
 def _positive_int(text: str) -> int:
@@ -144,4 +146,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("list", help="list agents, environments and normalizations")
     plot_command.add_parser(sub)
+    sweep.add_parser(sub)
     return parser

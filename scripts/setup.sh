@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up rlnorm on a fresh machine: a virtual environment in .venv with the package, its dev
-# tools, the pygame renderer and MuJoCo. torch's CPU build is installed first where the
+# tools, the pygame renderer, MuJoCo and Ray (`rlnorm sweep --backend ray`, so CI tests it).
+# torch's CPU build is installed first where the
 # environment has no torch, so the `torch>=2.3` requirement does not pull a multi-GB CUDA build. Idempotent: re-running it
 # only installs what changed. Usage: bash scripts/setup.sh
 set -euo pipefail
@@ -15,4 +16,4 @@ fi
 # notice ("Editable installation. Please be careful with folders ..."), which is no warning
 # about this project; the filter silences that one message and nothing else.
 PYTHONWARNINGS="ignore:Editable installation" \
-    .venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco]"
+    .venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco,ray]"
