@@ -57,15 +57,16 @@ def run(
     """Run reproduction ``name`` with ``seeds`` seeds (default: the budget's) at ``budget``
     (``tiny``, ``quick`` or ``full``) into ``out`` (default
     ``benchmarks/results/reproduce/NAME``), ``workers`` runs in parallel; returns ``out``."""
-    from rlnorm.reproduce.runner import BUDGETS
+    from rlnorm.reproduce import runner
 
-    if budget not in BUDGETS:
-        raise UnknownNameError("budget", budget, BUDGETS)
+    if budget not in runner.BUDGETS:
+        raise UnknownNameError("budget", budget, runner.BUDGETS)
     module = get(name)
     out = Path(out) if out is not None else RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     n = seeds if seeds is not None else DEFAULT_SEEDS[budget]
     command = command or f"rlnorm reproduce {name} --seeds {n} --budget {budget}"
+    runner.REVISION = runner.commit()
     module.run(seeds=n, budget=budget, out=out, workers=workers, command=command)
     return out
 

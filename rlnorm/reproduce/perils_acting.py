@@ -44,7 +44,7 @@ BATCH1 = "train mode, batch of 1 (BUG)"
 BATCH8 = "train mode, batch of 8 (BUG)"
 
 #: (steps, learning_starts of DDPG) per budget; PPO's steps, DDPG's steps.
-STEPS = {"tiny": (256, 160, 80), "quick": (30_000, 6_000, 2_000), "full": (100_000, 20_000, 10_000)}
+STEPS = {"tiny": (256, 160, 80), "quick": (30_000, 6_000, 2_000), "full": (100_000, 15_000, 5_000)}
 
 PUBLISHED = [
     "The post (Irpan 2017, *On the Perils of Batch Norm*, `shared/reference/perils-of-batch-"

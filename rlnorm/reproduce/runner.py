@@ -370,8 +370,13 @@ def plot_bars(table: Sequence[dict[str, Any]], path: Path, title: str, value: st
     plt.close(fig)
 
 
+#: The commit a reproduction started from (set by :func:`rlnorm.reproduce.run`), so that
+#: edits made while it runs do not change what its README says it ran.
+REVISION = ""
+
+
 def commit() -> str:
-    """The git commit the code ran from (``-dirty`` with uncommitted changes), if known."""
+    """The git commit the code runs from (``-dirty`` with uncommitted changes), if known."""
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
@@ -478,7 +483,7 @@ def write_readme(
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Commit: `{commit()}`",
+        f"- Commit: `{REVISION or commit()}`",
         f"- Machine: {machine()}",
         f"- Wall time of the whole reproduction: {wall_s:.0f} s",
         "- Files: `results.csv` (one row per seed x variant), `curves.csv` (evaluations during "
