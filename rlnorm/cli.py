@@ -175,8 +175,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default benchmarks/results/reproduce/NAME)",
     )
+    rp.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel processes")
     rp.add_argument(
-        "--workers", type=_positive_int, default=1, help="runs in parallel processes"
+        "--envs",
+        default="",
+        metavar="ID[,ID...]",
+        help="run only these env ids of the reproduction (default: all of them)",
     )
     plot.add_parser(sub)
     return parser
@@ -385,7 +389,10 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0
     torch.set_num_threads(1)
     command = shlex.join(["rlnorm", *args.argv])
-    out = reproduce.run(args.name, args.seeds, args.budget, args.out, args.workers, command)
+    envs = [e for e in args.envs.split(",") if e]
+    out = reproduce.run(
+        args.name, args.seeds, args.budget, args.out, args.workers, command, envs=envs
+    )
     print(f"wrote {out}/results.csv, curves.csv, figure.png, README.md")
     return 0
 

@@ -12,6 +12,7 @@ This package sits on the top floor with the CLI: it imports agents and envs.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -53,11 +54,13 @@ def run(
     out: str | Path | None = None,
     workers: int = 1,
     command: str = "",
+    envs: Sequence[str] = (),
 ) -> Path:
     """Run reproduction ``name`` with ``seeds`` seeds (default: the budget's) at ``budget``
     (``tiny``, ``quick`` or ``full``) into ``out`` (default
-    ``benchmarks/results/reproduce/NAME``), ``workers`` runs in parallel; returns ``out``."""
-    from rlnorm.reproduce import runner
+    ``benchmarks/results/reproduce/NAME``), ``workers`` runs in parallel, only on the env
+    ids in ``envs`` when given; returns ``out``."""
+    from rlnorm.reproduce import report, runner
 
     if budget not in runner.BUDGETS:
         raise UnknownNameError("budget", budget, runner.BUDGETS)
@@ -66,8 +69,8 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     n = seeds if seeds is not None else DEFAULT_SEEDS[budget]
     command = command or f"rlnorm reproduce {name} --seeds {n} --budget {budget}"
-    runner.REVISION = runner.commit()
-    module.run(seeds=n, budget=budget, out=out, workers=workers, command=command)
+    report.REVISION = report.commit()
+    module.run(seeds=n, budget=budget, out=out, workers=workers, command=command, envs=envs)
     return out
 
 

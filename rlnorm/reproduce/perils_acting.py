@@ -20,7 +20,7 @@ one in train mode, and rlnorm's guard says why; the post's code ran on, normaliz
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from torch import nn
 from rlnorm import agents
 from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent
-from rlnorm.reproduce import runner
+from rlnorm.reproduce import report, runner
 from rlnorm.rollout import act as safe_act
 from rlnorm.rollout import evaluate
 
@@ -44,7 +44,7 @@ BATCH1 = "train mode, batch of 1 (BUG)"
 BATCH8 = "train mode, batch of 8 (BUG)"
 
 #: (steps, learning_starts of DDPG) per budget; PPO's steps, DDPG's steps.
-STEPS = {"tiny": (256, 160, 80), "quick": (30_000, 6_000, 2_000), "full": (100_000, 15_000, 5_000)}
+STEPS = {"tiny": (256, 160, 80), "quick": (16_000, 3_000, 1_000), "full": (60_000, 12_000, 4_000)}
 
 PUBLISHED = [
     "The post (Irpan 2017, *On the Perils of Batch Norm*, `shared/reference/perils-of-batch-"
@@ -233,13 +233,17 @@ def trials(seeds: int, budget: str) -> list[runner.Trial]:
     return out
 
 
-def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[dict[str, Any]]:
+def run(
+    seeds: int, budget: str, out: Path, workers: int, command: str, envs: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(trials(seeds, budget), workers, desc="perils-acting")
-    rows, _ = runner.write_outputs(out, TITLE, results)
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="perils-acting"
+    )
+    rows, _ = report.write_outputs(out, TITLE, results)
     keys = ("env", "variant")
-    table = runner.results_table(rows, keys, runner.reps_for(budget))
+    table = report.results_table(rows, keys, report.reps_for(budget))
     for entry in table:
         group = [r for r in rows if all(r[k] == entry[k] for k in keys)]
         entry["same weights, eval mode"] = float(
@@ -276,13 +280,13 @@ def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[
         "",
         "## Results",
         "",
-        runner.markdown_table(table, columns),
+        report.markdown_table(table, columns),
         "",
         *conclusions(table),
         "",
-        *runner.audit_section(rows, keys),
+        *report.audit_section(rows, keys),
     ]
-    runner.write_readme(
+    report.write_readme(
         out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
     )
     return table

@@ -22,7 +22,7 @@ import io
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 import rlnorm
 from rlnorm import agents
 from rlnorm.agent import Agent
-from rlnorm.reproduce import runner
+from rlnorm.reproduce import report, runner
 from rlnorm.reproduce.perils_acting import tf1_train_mode
 from rlnorm.rollout import act as safe_act
 
@@ -41,8 +41,8 @@ TITLE = "perils-checkpoint: checkpoints saved in train mode (the post's second b
 #: (PPO steps, DDPG steps, DDPG random warm-up steps, evaluation episodes) per budget.
 STEPS = {
     "tiny": (512, 160, 80, 4),
-    "quick": (20_000, 6_000, 2_000, 20),
-    "full": (50_000, 20_000, 10_000, 100),
+    "quick": (16_000, 3_000, 1_000, 20),
+    "full": (40_000, 12_000, 4_000, 100),
 }
 
 #: The learner's diagnostics watch updates 0, N, 2N, ... with hooks that do not pickle: only
@@ -260,15 +260,19 @@ def loading_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[dict[str, Any]]:
+def run(
+    seeds: int, budget: str, out: Path, workers: int, command: str, envs: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(trials(seeds, budget), workers, desc="perils-checkpoint")
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="perils-checkpoint"
+    )
     curves = [c for r in results for c in r.curve]
     rows = loading_rows([r.row for r in results])
-    runner.write_csv(out / "results.csv", rows)
-    runner.write_csv(out / "curves.csv", curves)
-    reps = runner.reps_for(budget)
+    report.write_csv(out / "results.csv", rows)
+    report.write_csv(out / "curves.csv", curves)
+    reps = report.reps_for(budget)
     table = []
     for env_id in dict.fromkeys(r["env"] for r in rows):
         for variant in dict.fromkeys(r["variant"] for r in rows):
@@ -276,7 +280,7 @@ def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[
             finite = [r["final_return"] for r in group if np.isfinite(r["final_return"])]
             entry: dict[str, Any] = {"env": env_id, "variant": variant, "seeds": len(group)}
             if finite:
-                iqm, low, high = runner.iqm_ci(finite, reps)
+                iqm, low, high = report.iqm_ci(finite, reps)
                 entry["return IQM [95% CI]"] = f"{iqm:.1f} [{low:.1f}, {high:.1f}]"
                 entry["final_iqm"] = iqm
                 entry["actions differing"] = float(np.median([r["differ_fraction"] for r in group]))
@@ -284,7 +288,7 @@ def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[
             entry["error"] = group[0]["error"] or "-"
             entry["audit (warnings)"] = group[0]["audit"].split("\n")[0][:140] or "-"
             table.append(entry)
-    runner.plot_bars(table, out / "figure.png", TITLE, value="final_iqm")
+    report.plot_bars(table, out / "figure.png", TITLE, value="final_iqm")
     columns = [
         "env",
         "variant",
@@ -309,13 +313,13 @@ def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[
         "",
         "## Results",
         "",
-        runner.markdown_table(table, columns),
+        report.markdown_table(table, columns),
         "",
         "## Reproduced?",
         "",
         *conclusions(table),
     ]
-    runner.write_readme(
+    report.write_readme(
         out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
     )
     return table

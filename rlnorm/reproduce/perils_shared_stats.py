@@ -23,6 +23,7 @@ as the post's figure shows top, median and worst of 5 seeds.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 from rlnorm.agent import Agent
 from rlnorm.nets import StreamNorm, joint_forward, mlp
-from rlnorm.reproduce import runner
+from rlnorm.reproduce import report, runner
 from rlnorm.rollout import act as safe_act
 from rlnorm.safety import acting, training
 from rlnorm.targets import TargetNetwork
@@ -47,7 +48,7 @@ MINIATURE = "two-domain classification"
 SA_GAP, NEXT_GAP = "critic gap (s,a)", "critic gap (s',a')"
 
 #: (RL steps per env, supervised gradient steps) per budget.
-STEPS = {"tiny": (200, 60), "quick": (5_000, 400), "full": (10_000, 1_000)}
+STEPS = {"tiny": (150, 60), "quick": (2_000, 400), "full": (8_000, 1_000)}
 
 PUBLISHED = [
     "The post (Irpan 2017, `shared/reference/perils-of-batch-norm.md`): the same model fed "
@@ -206,18 +207,22 @@ def trials(seeds: int, budget: str) -> list[runner.Trial]:
     ]
 
 
-def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[dict[str, Any]]:
+def run(
+    seeds: int, budget: str, out: Path, workers: int, command: str, envs: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(trials(seeds, budget), workers, desc="perils-shared-stats")
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="perils-shared-stats"
+    )
     results += [
         miniature(variant, seed, STEPS[budget][1])
         for variant in (SHARED, JOINT, PER_STREAM)
         for seed in range(seeds)
     ]
-    rows, _ = runner.write_outputs(out, TITLE, results)
+    rows, _ = report.write_outputs(out, TITLE, results)
     keys = ("env", "variant")
-    table = runner.results_table(rows, keys, runner.reps_for(budget))
+    table = report.results_table(rows, keys, report.reps_for(budget))
     for entry in table:
         group = [r for r in rows if all(r[k] == entry[k] for k in keys)]
         for column, key in ((SA_GAP, "critic_gap_sa"), (NEXT_GAP, "critic_gap_next")):
@@ -248,13 +253,13 @@ def run(seeds: int, budget: str, out: Path, workers: int, command: str) -> list[
         "",
         "## Results",
         "",
-        runner.markdown_table(table, columns),
+        report.markdown_table(table, columns),
         "",
         *conclusions(table),
         "",
-        *runner.audit_section([r for r in rows if r["env"] != MINIATURE], keys),
+        *report.audit_section([r for r in rows if r["env"] != MINIATURE], keys),
     ]
-    runner.write_readme(
+    report.write_readme(
         out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
     )
     return table
