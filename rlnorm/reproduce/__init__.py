@@ -65,9 +65,10 @@ def run(
     if budget not in runner.BUDGETS:
         raise UnknownNameError("budget", budget, runner.BUDGETS)
     module = get(name)
+    n = seeds if seeds is not None else DEFAULT_SEEDS[budget]
+    runner.select(module.trials(n, budget), envs)  # an unknown env fails before any output
     out = Path(out) if out is not None else RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
-    n = seeds if seeds is not None else DEFAULT_SEEDS[budget]
     command = command or f"rlnorm reproduce {name} --seeds {n} --budget {budget}"
     report.REVISION = report.commit()
     module.run(seeds=n, budget=budget, out=out, workers=workers, command=command, envs=envs)
