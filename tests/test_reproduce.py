@@ -95,6 +95,11 @@ def test_perils_shared_stats_sharing_costs_accuracy_the_fixes_do_not(tmp_path: P
     shared = accuracy["separate passes, shared statistics (BUG)"]
     assert shared < accuracy["joint pass (rlnorm default)"]
     assert shared < accuracy["per-stream statistics"]
+    audits = {
+        r["variant"]: r["audit_end"] for r in results if r["env"] == "two-domain classification"
+    }
+    assert "separate train-mode passes" in audits["separate passes, shared statistics (BUG)"]
+    assert audits["joint pass (rlnorm default)"] == audits["per-stream statistics"] == ""
     envs = {r["env"] for r in results}
     assert {"Pendulum-v1", "InvertedPendulum-v5"} <= envs  # MuJoCo through gymnasium
     for r in results:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from rlnorm.agent import Agent
+from rlnorm.diagnostics import StreamWatch
 from rlnorm.nets import StreamNorm, joint_forward, mlp
 from rlnorm.reproduce import report, runner
 from rlnorm.rollout import act as safe_act
@@ -123,6 +124,7 @@ def miniature(variant: str, seed: int, steps: int, dim: int = 16) -> runner.Tria
 
     torch.manual_seed(seed)
     net = mlp(dim, 4, (64, 64), "batch", "relu", streams=2 if variant == PER_STREAM else 1)
+    net.eval()  # at rest in eval mode, as rlnorm keeps modules; training() switches
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     tests = [sample(d, 2000) for d in (0, 1)]
 
@@ -134,8 +136,7 @@ def miniature(variant: str, seed: int, steps: int, dim: int = 16) -> runner.Tria
             ]
         return float(torch.stack(right).mean())
 
-    curve = []
-    for step in range(1, steps + 1):
+    def train_step() -> None:
         (xa, ya), (xb, yb) = sample(0, 64), sample(1, 64)
         with training(net):
             if variant == JOINT:
@@ -147,16 +148,16 @@ def miniature(variant: str, seed: int, steps: int, dim: int = 16) -> runner.Tria
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+    curve = []
+    for step in range(1, steps + 1):
+        train_step()
         if step % max(1, steps // 10) == 0:
-            curve.append(
-                {
-                    "variant": variant,
-                    "env": MINIATURE,
-                    "seed": seed,
-                    "step": step,
-                    "return": accuracy(),
-                }
-            )
+            point = {"variant": variant, "env": MINIATURE, "seed": seed, "step": step}
+            curve.append(point | {"return": accuracy()})
+    final = accuracy()
+    with StreamWatch({"net": net}) as watch:  # one more step, watched for the audit
+        train_step()
     steps_arr = np.array([c["step"] for c in curve], dtype=float)
     accs = np.array([c["return"] for c in curve])
     row = {
@@ -166,9 +167,10 @@ def miniature(variant: str, seed: int, steps: int, dim: int = 16) -> runner.Tria
         "norm": "batch",
         "seed": seed,
         "steps": steps,
-        "final_return": accuracy(),
+        "final_return": final,
         "auc": runner.area_under_curve(steps_arr, accs),
         "wall_s": round(time.perf_counter() - start, 2),
+        "audit_end": runner.audit_text({"net": net}, watch),  # type: ignore[arg-type]
     }
     return runner.TrialResult(row, curve)
 
@@ -257,7 +259,7 @@ def run(
         "",
         *conclusions(table),
         "",
-        *report.audit_section([r for r in rows if r["env"] != MINIATURE], keys),
+        *report.audit_section(rows, keys),
     ]
     report.write_readme(
         out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
@@ -282,5 +284,6 @@ def conclusions(table: list[dict[str, Any]]) -> list[str]:
                     f"; critic train/eval gap {bug[SA_GAP]:.3g} vs {by[fix][SA_GAP]:.3g} on "
                     f"(s,a), {bug[NEXT_GAP]:.3g} vs {by[fix][NEXT_GAP]:.3g} on (s',a')"
                 )
-            lines.append(text + ".")
+            lower = bug["final_iqm"] < by[fix]["final_iqm"]
+            lines.append(text + f": the bug scores {'lower' if lower else 'NOT lower'}.")
     return lines
