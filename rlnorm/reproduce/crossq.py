@@ -41,8 +41,8 @@ VARIANTS = (
 
 #: env -> (backend, steps per budget).
 ENVS = {
-    "Pendulum-v1": ("auto", {"tiny": 150, "quick": 2_000, "full": 10_000}),
-    "Hopper-v5": ("gymnasium", {"quick": 2_000, "full": 20_000}),
+    "Pendulum-v1": ("auto", {"tiny": 150, "quick": 1_500, "full": 10_000}),
+    "Hopper-v5": ("gymnasium", {"quick": 1_500, "full": 20_000}),
 }
 
 PUBLISHED = [

@@ -48,7 +48,7 @@ REFERENCE = {
 }
 
 #: (env steps, random warm-up steps, episodes for the random policy's score) per budget.
-STEPS = {"tiny": (160, 80, 4), "quick": (3_000, 1_000, 20), "full": (15_000, 5_000, 100)}
+STEPS = {"tiny": (160, 80, 4), "quick": (2_000, 1_000, 20), "full": (15_000, 5_000, 100)}
 
 PUBLISHED = [
     "Lillicrap et al. 2015 (arXiv:1509.02971), Table 1, normalized scores on the paper's own "

@@ -26,10 +26,10 @@ TITLE = "norms: every normalization kind across PPO, SAC and CrossQ"
 
 #: (agent, env) -> steps per budget (the tiny budget: PPO CartPole-v1 only).
 TASKS = {
-    ("ppo", "CartPole-v1"): {"tiny": 256, "quick": 8_000, "full": 50_000},
-    ("ppo", "Acrobot-v1"): {"quick": 8_000, "full": 50_000},
-    ("sac", "Pendulum-v1"): {"quick": 1_000, "full": 8_000},
-    ("crossq", "Pendulum-v1"): {"quick": 1_000, "full": 8_000},
+    ("ppo", "CartPole-v1"): {"tiny": 256, "quick": 5_000, "full": 50_000},
+    ("ppo", "Acrobot-v1"): {"quick": 5_000, "full": 50_000},
+    ("sac", "Pendulum-v1"): {"quick": 600, "full": 8_000},
+    ("crossq", "Pendulum-v1"): {"quick": 600, "full": 8_000},
 }
 
 PUBLISHED = [
