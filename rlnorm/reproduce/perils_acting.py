@@ -35,7 +35,7 @@ from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent
 from rlnorm.reproduce import report, runner
 from rlnorm.rollout import act as safe_act
-from rlnorm.rollout import evaluate
+from rlnorm.rollout import evaluate, uniform_actions
 
 TITLE = "perils-acting: a BatchNorm policy acting in train mode (the post's first bug)"
 
@@ -43,7 +43,7 @@ SAFE = "eval mode (rlnorm)"
 BATCH1 = "train mode, batch of 1 (BUG)"
 BATCH8 = "train mode, batch of 8 (BUG)"
 
-#: (steps, learning_starts of DDPG) per budget; PPO's steps, DDPG's steps.
+#: (PPO steps, DDPG steps, DDPG's random warm-up steps) per budget.
 STEPS = {"tiny": (256, 160, 80), "quick": (16_000, 3_000, 1_000), "full": (60_000, 12_000, 4_000)}
 
 PUBLISHED = [
@@ -168,8 +168,6 @@ def _train_mode_probe(plain: Agent, states: torch.Tensor) -> torch.Tensor:
 
 def probe_states(env: Any, seed: int, n: int = 64) -> torch.Tensor:
     """``n`` distinct states: the eval env's sub-envs after resets and a few random steps."""
-    from rlnorm.rollout import uniform_actions
-
     torch.manual_seed(seed)
     obs, _ = env.reset(seed=seed + 99)
     states = [obs]
