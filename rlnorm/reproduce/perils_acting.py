@@ -44,7 +44,7 @@ BATCH1 = "train mode, batch of 1 (BUG)"
 BATCH8 = "train mode, batch of 8 (BUG)"
 
 #: (PPO steps, DDPG steps, DDPG's random warm-up steps) per budget.
-STEPS = {"tiny": (256, 160, 80), "quick": (16_000, 3_000, 1_000), "full": (60_000, 12_000, 4_000)}
+STEPS = {"tiny": (256, 160, 80), "quick": (16_000, 3_000, 1_000), "full": (50_000, 12_000, 4_000)}
 
 PUBLISHED = [
     "The post (Irpan 2017, *On the Perils of Batch Norm*, `shared/reference/perils-of-batch-"

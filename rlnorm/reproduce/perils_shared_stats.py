@@ -49,7 +49,7 @@ MINIATURE = "two-domain classification"
 SA_GAP, NEXT_GAP = "critic gap (s,a)", "critic gap (s',a')"
 
 #: (RL steps per env, supervised gradient steps) per budget.
-STEPS = {"tiny": (150, 60), "quick": (1_500, 400), "full": (8_000, 1_000)}
+STEPS = {"tiny": (150, 60), "quick": (1_500, 400), "full": (6_000, 1_000)}
 
 PUBLISHED = [
     "The post (Irpan 2017, `shared/reference/perils-of-batch-norm.md`): the same model fed "
