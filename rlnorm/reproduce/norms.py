@@ -77,7 +77,7 @@ def normalize(rows: list[dict[str, Any]], random: dict[str, float]) -> None:
             np.mean([r["final_return"] for r in group if r["norm"] == n])
             for n in dict.fromkeys(r["norm"] for r in group)
         )
-        span = best - random[task] or 1.0
+        span = best - random[task] if best > random[task] else 1.0  # none beat random
         for r in group:
             r["score"] = (r["final_return"] - random[task]) / span
 
