@@ -27,6 +27,7 @@ from rlnorm.audit import audit_checkpoint, format_findings
 from rlnorm.errors import RlnormError
 from rlnorm.learner import EVAL_SEED_OFFSET, Learner, TrainResult
 from rlnorm.render import render_episode
+from rlnorm.reproduce import command as reproduce_command
 from rlnorm.rollout import evaluate
 
 
@@ -153,35 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
     )
     sub.add_parser("list", help="list agents, environments and normalizations")
-    rp = sub.add_parser(
-        "reproduce",
-        help="run a reproduction (the post's failures, DDPG +- BatchNorm, CrossQ, the norm "
-        "study): results.csv, curves.csv, figure.png, README.md",
-    )
-    rp.add_argument("name", nargs="?", default=None, help="a reproduction (see --list)")
-    rp.add_argument("--list", action="store_true", help="list the reproductions")
-    rp.add_argument(
-        "--seeds", type=_positive_int, default=None, help="seeds (default 2 quick, 5 full)"
-    )
-    rp.add_argument(
-        "--budget",
-        choices=("quick", "full"),
-        default="quick",
-        help="quick: minutes, for a smoke run; full: the committed results",
-    )
-    rp.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output folder (default benchmarks/results/reproduce/NAME)",
-    )
-    rp.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel processes")
-    rp.add_argument(
-        "--envs",
-        default="",
-        metavar="ID[,ID...]",
-        help="run only these env ids of the reproduction (default: all of them)",
-    )
+    reproduce_command.add_parser(sub)
     plot.add_parser(sub)
     return parser
 
@@ -380,23 +353,6 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from rlnorm import reproduce
-
-    if args.list or args.name is None:
-        for name in reproduce.names():
-            print(f"  {name:20s} {reproduce.get(name).TITLE.split(': ', 1)[1]}")
-        return 0
-    torch.set_num_threads(1)
-    command = shlex.join(["rlnorm", *args.argv])
-    envs = [e for e in args.envs.split(",") if e]
-    out = reproduce.run(
-        args.name, args.seeds, args.budget, args.out, args.workers, command, envs=envs
-    )
-    print(f"wrote {out}/results.csv, curves.csv, figure.png, README.md")
-    return 0
-
-
 def reference() -> str:
     """The CLI reference page (``docs/cli.md``), generated from the parser itself so that it
     cannot drift from the code; a test checks the committed page is current. Regenerate with
@@ -432,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit": _audit,
         "list": _list,
         "plot": plot.run,
-        "reproduce": _reproduce,
+        "reproduce": reproduce_command.run,
     }
     command = commands[args.command]
     try:
