@@ -204,7 +204,7 @@ def trials(seeds: int, budget: str) -> list[runner.Trial]:
                 "batch",
                 seed,
                 ppo_steps,
-                overrides=("train.eval_num_envs=10",),
+                overrides=("train.eval_num_envs=10", NO_WATCH),
                 **common,
             )
         )
