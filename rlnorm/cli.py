@@ -1,4 +1,5 @@
-"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``sweep``.
+"""The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``reproduce``,
+``sweep``.
 
 The top floor of the house: with the package facade (``rlnorm/__init__``) it is the only
 module that imports both the core and the plug-in folders (``rlnorm.agents``,
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rlnorm import config, plot_command, sweep
 from rlnorm.cli_parser import build_parser
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
+from rlnorm.reproduce import command as reproduce_command
 
 if TYPE_CHECKING:
     import torch
@@ -328,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _list,
         "plot": plot_command.run,
         "sweep": sweep.run,
+        "reproduce": reproduce_command.run,
     }
     command = commands[args.command]
     try:

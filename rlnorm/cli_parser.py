@@ -7,10 +7,9 @@ import argparse
 from pathlib import Path
 
 from rlnorm import plot_command, sweep
+from rlnorm.reproduce import command as reproduce_command
 
-DESCRIPTION = (
-    "The ``rlnorm`` command: ``train``, ``eval``, ``audit``, ``plot``, ``list``, ``sweep``."
-)
+DESCRIPTION = "The rlnorm command: train, eval, audit, plot, list, reproduce, sweep."
 
 
 def _positive_int(text: str) -> int:
@@ -145,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checkpoint directory, or a run directory (its checkpoints/best, else last)",
     )
     sub.add_parser("list", help="list agents, environments and normalizations")
+    reproduce_command.add_parser(sub)
     plot_command.add_parser(sub)
     sweep.add_parser(sub)
     return parser

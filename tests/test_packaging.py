@@ -81,6 +81,10 @@ def test_wheel_ships_subpackages_under_the_rlnorm_namespace(wheel: Path) -> None
         "rlnorm/envs/cartpole.py",
         "rlnorm/configs/__init__.py",
         "rlnorm/configs/ppo/CartPole-v1.yaml",
+        "rlnorm/reproduce/__init__.py",
+        "rlnorm/reproduce/runner.py",
+        "rlnorm/reproduce/report.py",
+        "rlnorm/reproduce/perils_acting.py",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
 

@@ -1,0 +1,248 @@
+"""How every reproduction runs: one trial is one ordinary training run (the learner, the
+shipped configs, eval-mode acting), trials run in parallel processes with a progress bar,
+and each yields a measured row and an evaluation curve (:mod:`rlnorm.reproduce.report`
+turns them into files).
+
+A reproduction (one file beside this one) lists its :class:`Trial` s for a budget;
+nothing here knows what a reproduction reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlnorm import agents, config, envs
+from rlnorm.agent import Agent
+from rlnorm.audit import audit
+from rlnorm.diagnostics import StreamWatch
+from rlnorm.errors import UnknownNameError
+from rlnorm.learner import Learner
+from rlnorm.rollout import evaluate, uniform_actions
+from rlnorm.safety import training
+
+#: The budgets of ``rlnorm reproduce --budget``; ``tiny`` is the tests' (one seed, seconds).
+BUDGETS = ("tiny", "quick", "full")
+
+#: Builds the agent of a trial (a module-level function, so trials pickle to workers).
+AgentFactory = Callable[[type[Agent], Any, config.RunConfig], Agent]
+#: Measures more of a trained agent: ``(agent, trial, eval_env) -> extra result columns``.
+PostHook = Callable[[Agent, "Trial", Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run: ``agent`` on ``env`` with ``norm`` and config overrides.
+
+    ``make_agent`` replaces the registered class's constructor (the reproductions' unsafe
+    variants); ``post`` measures the trained agent further. Both must be module-level
+    functions so that a trial can be sent to a worker process.
+    """
+
+    variant: str
+    agent: str
+    env: str
+    norm: str
+    seed: int
+    steps: int
+    overrides: tuple[str, ...] = ()
+    config_file: str | None = None
+    backend: str = "auto"
+    eval_points: int = 10
+    eval_episodes: int = 10
+    final_episodes: int = 20
+    make_agent: AgentFactory | None = None
+    post: PostHook | None = None
+
+
+@dataclass
+class TrialResult:
+    """A trial's measured row (``results.csv``) and evaluation curve (``curves.csv``)."""
+
+    row: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def packaged_config(relative: str) -> str:
+    """The path of a config file shipped with rlnorm, e.g. ``"td3/ddpg-Pendulum-v1.yaml"``."""
+    return str(config.packaged_configs_dir() / relative)
+
+
+def build_agent(cls: type[Agent], env: Any, cfg: config.RunConfig) -> Agent:
+    """The registered agent class, as ``rlnorm train`` builds it."""
+    return cls(env.single_observation_space, env.single_action_space, cfg.agent_config, cfg.norm)
+
+
+def run_config(trial: Trial) -> config.RunConfig:
+    """The trial's resolved run config: the agent's config for the env (or the trial's
+    file), the overrides, and the evaluation schedule of the budget."""
+    every = max(1, trial.steps // trial.eval_points)
+    schedule = [
+        f"train.eval_every={every}",
+        f"train.eval_episodes={trial.eval_episodes}",
+        f"train.final_eval_episodes={trial.final_episodes}",
+        f"train.eval_num_envs={min(10, trial.eval_episodes, trial.final_episodes)}",
+        "train.checkpoint_every=0",
+        "train.keep_checkpoints=0",
+        f"train.log_every={trial.steps}",
+    ]
+    cfg = config.resolve(
+        agents.get(trial.agent),
+        trial.env,
+        norm=trial.norm,
+        seed=trial.seed,
+        config_file=trial.config_file,
+        overrides=[*schedule, *trial.overrides],
+        total_steps=trial.steps,
+    )
+    cfg.backend = trial.backend
+    return cfg
+
+
+def audit_text(agent: Agent, watch: StreamWatch | None = None) -> str:
+    """``rlnorm audit``'s warnings and errors on ``agent`` as it is at rest (and on the
+    update ``watch`` watched), one per line."""
+    return "\n".join(
+        f"{f.severity}: {f.path}: {f.message}"
+        for f in audit(agent, watch=watch)
+        if f.severity != "info"
+    )
+
+
+def audit_after_update(agent: Agent) -> str:
+    """:func:`audit_text` of ``agent`` with one more update on its replay buffer watched,
+    so that statistics shared by separate passes of different streams are found (they
+    show only while an update runs)."""
+    with training(*agent.modules().values()), StreamWatch(agent.modules()) as watch:
+        agent.update(agent.replay, 1.0)  # type: ignore[attr-defined]
+    return audit_text(agent, watch)
+
+
+def train_trial(trial: Trial) -> TrialResult:
+    """Train one trial in a scratch directory; measure its final return, its area under the
+    evaluation curve, its wall time, and what ``rlnorm audit`` says of the trained agent
+    (the learner's audit after the first update, which watches the streams, included)."""
+    torch.set_num_threads(1)
+    cfg = run_config(trial)
+    torch.manual_seed(trial.seed)
+    env = envs.make(cfg.env, num_envs=cfg.train.num_envs, backend=trial.backend)
+    eval_env = envs.make(cfg.env, num_envs=cfg.train.eval_num_envs, backend=trial.backend)
+    cls = agents.get(trial.agent)
+    agent = (trial.make_agent or build_agent)(cls, env, cfg)
+    with tempfile.TemporaryDirectory(prefix="rlnorm-reproduce-") as run_dir:
+        learner = Learner(agent, env, eval_env, cfg, run_dir, quiet=True)
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = learner.train()
+        wall = time.perf_counter() - start
+        lines = (Path(run_dir) / "eval.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    first_update = [str(w.message) for w in caught if str(w.message).startswith("audit:")]
+    steps = np.array([r["step"] for r in records], dtype=float)
+    means = np.array([r["mean"] for r in records], dtype=float)
+    row: dict[str, Any] = {
+        "variant": trial.variant,
+        "env": trial.env,
+        "agent": trial.agent,
+        "norm": trial.norm,
+        "seed": trial.seed,
+        "steps": result.env_steps,
+        "final_return": result.final_eval.mean,
+        "final_std": result.final_eval.std,
+        "auc": area_under_curve(steps, means),
+        "wall_s": round(wall, 2),
+        "audit_first_update": "\n".join(dict.fromkeys(first_update)),
+        "audit_end": audit_text(agent),
+    }
+    if trial.post is not None:
+        row |= trial.post(agent, trial, eval_env)
+    curve = [
+        {"variant": trial.variant, "env": trial.env, "seed": trial.seed, "step": s, "return": m}
+        for s, m in zip(steps.tolist(), means.tolist(), strict=True)
+    ]
+    env.close()
+    eval_env.close()
+    return TrialResult(row, curve)
+
+
+def area_under_curve(steps: np.ndarray, returns: np.ndarray) -> float:
+    """The mean return over training: the trapezoid area under the evaluation curve, from
+    the first to the last evaluation, divided by that span (a lone point is its value)."""
+    if len(steps) < 2:
+        return float(returns.mean()) if len(returns) else float("nan")
+    area = float(np.sum((returns[1:] + returns[:-1]) / 2 * np.diff(steps)))
+    return area / float(steps[-1] - steps[0])
+
+
+def select(trials: Sequence[Trial], envs: Sequence[str]) -> list[Trial]:
+    """The ``trials`` on the env ids in ``envs`` (all of them when ``envs`` is empty); an
+    id no trial uses is an error, so that a typo does not run nothing."""
+    known = {t.env for t in trials}
+    unknown = [e for e in envs if e not in known]
+    if unknown:
+        raise UnknownNameError("env of this reproduction", unknown[0], sorted(known))
+    return [t for t in trials if not envs or t.env in envs]
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+
+
+def run_trials(
+    trials: Sequence[Trial],
+    workers: int = 1,
+    desc: str = "",
+    task: Callable[[Trial], TrialResult] = train_trial,
+) -> list[TrialResult]:
+    """Run ``task`` on every trial, ``workers`` processes at a time, with a progress bar;
+    results come back in the order of ``trials``."""
+    results: list[TrialResult | None] = [None] * len(trials)
+    bar = tqdm(total=len(trials), desc=desc, unit="run", leave=True)
+    if workers <= 1:
+        for i, trial in enumerate(trials):
+            results[i] = task(trial)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            futures = {pool.submit(task, trial): i for i, trial in enumerate(trials)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    return [r for r in results if r is not None]
+
+
+def random_returns(env_id: str, episodes: int, seed: int, backend: str = "auto") -> np.ndarray:
+    """Returns of a uniform random policy over ``episodes`` episodes (a normalized score's
+    zero), measured."""
+
+    class _Uniform(Agent):
+        name = "uniform"
+
+        def acting_modules(self) -> list[torch.nn.Module]:
+            return []
+
+        def act(self, obs: torch.Tensor, deterministic: bool = False) -> Any:
+            from rlnorm.agent import ActOutput
+
+            return ActOutput(uniform_actions(self.action_space, obs.shape[0], obs.device))
+
+    env = envs.make(env_id, num_envs=min(10, episodes), backend=backend)
+    torch.manual_seed(seed)
+    agent = _Uniform(env.single_observation_space, env.single_action_space, None, "none")
+    returns = evaluate(agent, env, episodes, deterministic=False, seed=seed).returns
+    env.close()
+    return returns

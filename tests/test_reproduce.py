@@ -1,0 +1,130 @@
+"""Every reproduction runs at the tests' tiny budget (one seed, seconds) and shows, measured,
+what it reproduces: the numbers come from the runs, never from the test."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from rlnorm import cli, norm, reproduce
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def run_tiny(name: str, tmp_path: Path) -> list[dict[str, str]]:
+    out = reproduce.run(name, budget="tiny", out=tmp_path / name)
+    for file in ("results.csv", "curves.csv", "figure.png", "README.md"):
+        assert (out / file).stat().st_size > 0, file
+    readme = (out / "README.md").read_text()
+    assert "tiny budget, not the full result" in readme
+    assert "## Published numbers" in readme and "rliable" in readme
+    return rows(out)
+
+
+def test_list_names_the_six(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in (
+        "perils-acting",
+        "perils-checkpoint",
+        "perils-shared-stats",
+        "ddpg-bn",
+        "crossq",
+        "norms",
+    ):
+        assert name in listed
+
+
+def test_an_unknown_reproduction_or_env_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["reproduce", "perils-actin", "--out", str(tmp_path / "a")]) == 2
+    assert "perils-acting" in capsys.readouterr().err
+    assert cli.main(["reproduce", "ddpg-bn", "--envs", "Pendulum-v0", "--out", str(tmp_path)]) == 2
+    assert "Pendulum-v1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_perils_acting_train_mode_on_one_state_gives_every_state_one_action(
+    tmp_path: Path,
+) -> None:
+    results = run_tiny("perils-acting", tmp_path)
+    assert {r["variant"] for r in results} == {
+        "eval mode (rlnorm)",
+        "train mode, batch of 1 (BUG)",
+        "train mode, batch of 8 (BUG)",
+    }
+    for r in results:
+        # measured on 64 distinct states with the trained weights of every variant
+        assert float(r["spread_train_batch1"]) == 0.0
+        if r["env"] == "Pendulum-v1":
+            assert float(r["spread_eval"]) > 0.0  # eval mode tells the states apart
+        bug = "BUG" in r["variant"]
+        assert ("left in train mode" in r["audit_end"]) == bug, r["variant"]
+
+
+def test_perils_checkpoint_naive_reload_acts_in_train_mode(tmp_path: Path) -> None:
+    results = run_tiny("perils-checkpoint", tmp_path)
+    by = {(r["env"], r["variant"]): r for r in results}
+    for env_id in ("CartPole-v1", "Pendulum-v1"):
+        naive_one = by[env_id, "naive torch.load, batch of 1"]
+        assert naive_one["in_train_mode"] == "True"
+        assert "NormalizationError" in naive_one["error"]  # a lone state in train mode
+        assert "left in train mode" in naive_one["audit"]
+        for variant in ("rlnorm.load, batch of 1", "rlnorm.load, batch of 10"):
+            assert by[env_id, variant]["in_train_mode"] == "False"
+            assert float(by[env_id, variant]["differ_fraction"]) == 0.0
+            assert by[env_id, variant]["audit"] == ""
+    # TF 1's train mode on a lone state: every action of the continuous policy changes
+    tf1 = by["Pendulum-v1", "naive torch.load, batch of 1, TF1 train mode"]
+    assert float(tf1["differ_fraction"]) > 0.5
+
+
+def test_perils_shared_stats_sharing_costs_accuracy_the_fixes_do_not(tmp_path: Path) -> None:
+    results = run_tiny("perils-shared-stats", tmp_path)
+    accuracy = {
+        r["variant"]: float(r["final_return"])
+        for r in results
+        if r["env"] == "two-domain classification"
+    }
+    shared = accuracy["separate passes, shared statistics (BUG)"]
+    assert shared < accuracy["joint pass (rlnorm default)"]
+    assert shared < accuracy["per-stream statistics"]
+    audits = {
+        r["variant"]: r["audit_end"] for r in results if r["env"] == "two-domain classification"
+    }
+    assert "separate train-mode passes" in audits["separate passes, shared statistics (BUG)"]
+    assert audits["joint pass (rlnorm default)"] == audits["per-stream statistics"] == ""
+    envs = {r["env"] for r in results}
+    assert {"Pendulum-v1", "InvertedPendulum-v5"} <= envs  # MuJoCo through gymnasium
+    for r in results:
+        if r["env"] != "two-domain classification" and r["variant"] == "no BatchNorm":
+            assert float(r["critic_gap_sa"]) == 0.0  # nothing mode-dependent, no gap
+
+
+def test_ddpg_bn_without_target_networks_has_none_in_effect(tmp_path: Path) -> None:
+    results = run_tiny("ddpg-bn", tmp_path)
+    assert len(results) == 4
+    for r in results:
+        gap = float(r["target_gap"])
+        assert (gap == 0.0) == ("no target" in r["variant"]), r["variant"]
+        assert r["normalized"] != ""
+
+
+def test_crossq_has_no_target_network_and_sac_does(tmp_path: Path) -> None:
+    results = run_tiny("crossq", tmp_path)
+    for r in results:
+        assert (r["has_target_network"] == "True") == r["variant"].startswith("SAC")
+
+
+def test_norms_runs_every_kind_and_rliable_aggregates_them(tmp_path: Path) -> None:
+    results = run_tiny("norms", tmp_path)
+    assert {r["norm"] for r in results} == set(norm.names())
+    readme = (tmp_path / "norms" / "README.md").read_text()
+    for kind in norm.names():
+        assert f"| {kind} |" in readme
