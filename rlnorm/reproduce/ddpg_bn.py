@@ -68,7 +68,7 @@ def target_gap(agent: Agent, trial: runner.Trial, eval_env: Any) -> dict[str, An
     and its online network's at the end (0: no target network in effect)."""
     online = agent.modules()
     gaps = [
-        float((t - o).abs().max())
+        float((t - o).detach().abs().max())
         for name, module in online.items()
         if isinstance(module, TargetNetwork)
         for t, o in zip(
