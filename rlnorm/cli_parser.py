@@ -7,19 +7,10 @@ import argparse
 from pathlib import Path
 
 from rlnorm import plot_command, sweep
+from rlnorm.config import positive_int_argument
 from rlnorm.reproduce import command as reproduce_command
 
 DESCRIPTION = "The rlnorm command: train, eval, audit, plot, list, reproduce, sweep."
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="default 0")
     train.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int_argument,
         default=None,
         help="environment steps (default: the config's)",
     )
@@ -101,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--episodes",
-        type=_positive_int,
+        type=positive_int_argument,
         default=None,
         help="default: as many as the run's final evaluation",
     )
@@ -110,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--num-envs",
-        type=_positive_int,
+        type=positive_int_argument,
         default=None,
         help="default: the run's own evaluation env size",
     )
@@ -129,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (train, ev):
         command.add_argument(
             "--threads",
-            type=_positive_int,
+            type=positive_int_argument,
             default=1,
             help="torch intra-op CPU threads (default 1: fastest for small networks, and immune "
             "to oversubscription when several runs share the cores)",

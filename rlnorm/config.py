@@ -16,6 +16,7 @@ widths at most ``MAX_WIDTH``, seeds in ``[0, MAX_SEED]``.
 
 from __future__ import annotations
 
+import argparse
 import math
 import operator
 import os
@@ -304,6 +305,18 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def positive_int_argument(text: str) -> int:
+    """An argparse ``type=`` for counts given on the command line (steps, episodes, seeds,
+    workers): an integer >= 1, else argparse's usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -10,16 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rlnorm import reproduce
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from rlnorm.config import positive_int_argument
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     rp.add_argument("name", nargs="?", default=None, help="a reproduction (see --list)")
     rp.add_argument("--list", action="store_true", help="list the reproductions")
     rp.add_argument(
-        "--seeds", type=_positive_int, default=None, help="seeds (default 2 quick, 5 full)"
+        "--seeds", type=positive_int_argument, default=None, help="seeds (default 2 quick, 5 full)"
     )
     rp.add_argument(
         "--budget",
@@ -46,7 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="output folder (default benchmarks/results/reproduce/NAME)",
     )
-    rp.add_argument("--workers", type=_positive_int, default=1, help="runs in parallel processes")
+    rp.add_argument(
+        "--workers", type=positive_int_argument, default=1, help="runs in parallel processes"
+    )
     rp.add_argument(
         "--envs",
         default="",
