@@ -106,7 +106,7 @@ def run(
         "env", "variant", "seeds", "final IQM [95% CI]", "median", "worst", "best",
         "AUC IQM [95% CI]", "target network", "wall s/run",
     ]  # fmt: skip
-    sections = [
+    description = [
         "Env steps: "
         + ", ".join(f"{e} {s[budget]}" for e, (_, s) in ENVS.items() if budget in s)
         + ". One sub-env, one gradient step per env step (UTD 1), 100 random warm-up steps. "
@@ -114,17 +114,19 @@ def run(
         "256 and 2048); Batch Renorm stays plain BatchNorm (momentum 0.01) for the whole run "
         "(sbx's 100k-step warm-up). The same configs serve Hopper-v5. AUC: the mean evaluation "
         "return over training, the sample-efficiency measure.",
-        "",
-        "## Results",
-        "",
-        report.markdown_table(table, columns),
-        "",
-        *conclusions(table),
     ]
-    report.write_readme(
-        out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
+    return report.finish(
+        out,
+        TITLE,
+        command,
+        budget,
+        start,
+        description,
+        table,
+        columns,
+        conclusions(table),
+        PUBLISHED,
     )
-    return table
 
 
 def conclusions(table: list[dict[str, Any]]) -> list[str]:

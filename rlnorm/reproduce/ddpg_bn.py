@@ -132,7 +132,7 @@ def run(
         "worst", "best", "AUC IQM [95% CI]", "target - online", "wall s/run",
     ]  # fmt: skip
     steps, starts, _ = STEPS[budget]
-    sections = [
+    description = [
         f"{steps} env steps per run, the first {starts} with uniform random actions, then one "
         "gradient step per env step; gamma 0.99, the rest as `configs/td3/ddpg-Pendulum-v1.yaml`"
         " (64x64 networks, lr 1e-3, tau 0.005 or 1). *target - online*: the largest "
@@ -146,17 +146,19 @@ def run(
             f"({REFERENCE[env_id][2]})"
             for env_id in env_ids
         ],
-        "",
-        "## Results",
-        "",
-        report.markdown_table(table, columns),
-        "",
-        *conclusions(table),
     ]
-    report.write_readme(
-        out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
+    return report.finish(
+        out,
+        TITLE,
+        command,
+        budget,
+        start,
+        description,
+        table,
+        columns,
+        conclusions(table),
+        PUBLISHED,
     )
-    return table
 
 
 def conclusions(table: list[dict[str, Any]]) -> list[str]:

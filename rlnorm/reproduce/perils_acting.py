@@ -269,7 +269,7 @@ def run(
         "spread, eval",
         "wall s/run",
     ]
-    sections = [
+    description = [
         "PPO on CartPole-v1 (`configs/ppo/CartPole-v1.yaml`, 8 sub-envs) and DDPG on "
         "Pendulum-v1 (`configs/td3/ddpg-Pendulum-v1.yaml`: one critic, no smoothing, no delay, "
         "BatchNorm placed as in the DDPG paper; 8 sub-envs, one gradient step per env step), "
@@ -279,19 +279,20 @@ def run(
         "64 distinct states, the largest range of a deterministic action dimension (discrete: "
         "distinct actions - 1) in train mode on batches of one, and in eval mode: 0 means the "
         "policy gives every state the same action.",
-        "",
-        "## Results",
-        "",
-        report.markdown_table(table, columns),
-        "",
-        *conclusions(table),
-        "",
-        *report.audit_section(rows, keys),
     ]
-    report.write_readme(
-        out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
+    return report.finish(
+        out,
+        TITLE,
+        command,
+        budget,
+        start,
+        description,
+        table,
+        columns,
+        conclusions(table),
+        PUBLISHED,
+        audit=report.audit_section(rows, keys),
     )
-    return table
 
 
 def conclusions(table: list[dict[str, Any]]) -> list[str]:

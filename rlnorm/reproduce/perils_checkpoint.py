@@ -301,7 +301,7 @@ def run(
         "audit (warnings)",
     ]
     ppo, ddpg = STEPS[budget][0], STEPS[budget][1]
-    sections = [
+    description = [
         f"PPO on CartPole-v1 ({ppo} steps) and DDPG on Pendulum-v1 ({ddpg} steps), BatchNorm "
         "in every network, saved inside the last update. Return: mean over the evaluation "
         f"episodes ({STEPS[budget][3]} per seed, deterministic), IQM over seeds; *actions "
@@ -311,19 +311,19 @@ def run(
         "train-mode batch of one raises (torch's BatchNorm1d a ValueError; rlnorm's layers, "
         "which the pickle holds, a NormalizationError naming the fix): the error column. The "
         "figure shows the return IQM per way of loading; `curves.csv` holds the training curves.",
-        "",
-        "## Results",
-        "",
-        report.markdown_table(table, columns),
-        "",
-        "## Reproduced?",
-        "",
-        *conclusions(table),
     ]
-    report.write_readme(
-        out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
+    return report.finish(
+        out,
+        TITLE,
+        command,
+        budget,
+        start,
+        description,
+        table,
+        columns,
+        ["## Reproduced?", "", *conclusions(table)],
+        PUBLISHED,
     )
-    return table
 
 
 def conclusions(table: list[dict[str, Any]]) -> list[str]:

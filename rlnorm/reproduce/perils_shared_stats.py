@@ -243,7 +243,7 @@ def run(
         NEXT_GAP,
         "wall s/run",
     ]
-    sections = [
+    description = [
         f"SAC (`configs/sac/Pendulum-v1.yaml`: 64x64, lr 1e-3, one gradient step per env step) "
         f"for {STEPS[budget][0]} env steps on each env; BatchNorm in actor and critics except "
         "in the `no BatchNorm` row. *Critic gap*: median over seeds of mean |Q_train - Q_eval| / "
@@ -252,19 +252,20 @@ def run(
         "(running statistics). The two-domain classification: a 64x64 BatchNorm MLP, 4 classes, "
         f"{STEPS[budget][1]} Adam steps of 64 + 64 samples; its 'return' is the eval-mode test "
         "accuracy over both domains (2000 samples each).",
-        "",
-        "## Results",
-        "",
-        report.markdown_table(table, columns),
-        "",
-        *conclusions(table),
-        "",
-        *report.audit_section(rows, keys),
     ]
-    report.write_readme(
-        out, TITLE, command, budget, time.perf_counter() - start, sections, PUBLISHED
+    return report.finish(
+        out,
+        TITLE,
+        command,
+        budget,
+        start,
+        description,
+        table,
+        columns,
+        conclusions(table),
+        PUBLISHED,
+        audit=report.audit_section(rows, keys),
     )
-    return table
 
 
 def conclusions(table: list[dict[str, Any]]) -> list[str]:

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -274,3 +275,25 @@ def write_readme(
     ]
     body = [*head, *sections, "", "## Published numbers", "", *[f"- {p}" for p in published]]
     (out / "README.md").write_text("\n".join(body) + "\n")
+
+
+def finish(
+    out: Path,
+    title: str,
+    command: str,
+    budget: str,
+    started: float,
+    description: Sequence[str],
+    table: list[dict[str, Any]],
+    columns: Sequence[str],
+    conclusions: Sequence[str],
+    published: Sequence[str],
+    audit: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Write a reproduction's README: ``description``, then the results ``table``, the
+    measured ``conclusions`` and, when given, the ``audit`` section; returns ``table``.
+    ``started`` is the ``time.perf_counter()`` reading when the reproduction began."""
+    sections = [*description, "", "## Results", "", markdown_table(table, columns), ""]
+    sections += [*conclusions, *(["", *audit] if audit else [])]
+    write_readme(out, title, command, budget, time.perf_counter() - started, sections, published)
+    return table
