@@ -118,12 +118,12 @@ class CrossQ(OffPolicyAgent):
         q, next_q = joint_forward(self.critic, inputs, next_inputs)
         next_v = next_q.detach().min(-1).values - alpha * next_log_prob
         target = batch.rewards + cfg.gamma * ~batch.terminated * next_v
-        critic_loss = 0.5 * (q - target[:, None]).pow(2).sum(-1).mean()
+        critic_loss = offpolicy.batch_mean(0.5 * (q - target[..., None]).pow(2).sum(-1))
         optimize(self.critic_optimizer, critic_loss)
         metrics: dict[str, torch.Tensor | float] = {
             "loss/critic_loss": critic_loss.detach(),
             "train/q": q.detach().mean(),
-            "train/alpha": alpha,
+            "train/alpha": alpha.mean(),
         }
 
         # 2. Delayed: actor and temperature, the critic in eval mode (statistics frozen: the

@@ -30,6 +30,7 @@ from rlnorm import diagnostics, metrics
 from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OffPolicy
 from rlnorm.config import check_ranges
+from rlnorm.draws import GLOBAL, Draws
 from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp
@@ -117,6 +118,13 @@ def flat(obs: torch.Tensor) -> torch.Tensor:
     return obs.to(torch.float32).flatten(1)
 
 
+def batch_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean over the samples (the last dim) of a loss term, summed over a population's
+    members: one run's ``x.mean()``, and in a population (``(K, B)``) the sum of the
+    members' own means, so each member's gradient is exactly its own loss's."""
+    return x.mean(-1).sum()
+
+
 class SquashedGaussianActor(nn.Module):
     """``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``: an MLP gives ``mu`` and ``log sigma``."""
 
@@ -137,11 +145,14 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = self.body(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, obs: torch.Tensor, draws: Draws = GLOBAL
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized action in ``(-1, 1)`` and its log-probability, summed over
-        action dimensions (the tanh's change of variables included)."""
+        action dimensions (the tanh's change of variables included); the noise comes from
+        ``draws`` (a population's member generators, or torch's global one)."""
         mean, log_std = self(obs)
-        noise = torch.randn_like(mean)
+        noise = draws.randn_like(mean)
         u = mean + log_std.exp() * noise
         gaussian = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
         # log(1 - tanh(u)^2), written so it stays finite where tanh saturates
@@ -152,9 +163,9 @@ class SquashedGaussianActor(nn.Module):
         """The deterministic action ``tanh(mean)``."""
         return torch.tanh(self(obs)[0])
 
-    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, deterministic: bool, draws: Draws = GLOBAL) -> torch.Tensor:
         """The action to take in ``[-1, 1]``: the mode, or a sample."""
-        return self.mode(obs) if deterministic else self.sample(obs)[0]
+        return self.mode(obs) if deterministic else self.sample(obs, draws)[0]
 
 
 class Temperature(nn.Module):
@@ -170,7 +181,7 @@ class Temperature(nn.Module):
     def loss(self, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
         """Raises alpha when the policy's entropy is below ``target_entropy``, lowers it
         above."""
-        return -(self.log_alpha * (log_prob.detach() + target_entropy)).mean()
+        return -batch_mean(self.log_alpha * (log_prob.detach() + target_entropy))
 
 
 class Critics(nn.Module):
@@ -333,7 +344,20 @@ class OffPolicyAgent(Agent):
         return OffPolicy(self.config.steps_per_env, self.config.learning_starts)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        return ActOutput(self.scale.to_env(self.actor.act(flat(obs), deterministic)))
+        action = self.actor.act(self._flat(obs), deterministic, self.draws)
+        return ActOutput(self._rows(self.scale.to_env(action)))
+
+    def _flat(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations as the networks take them: ``(B, obs_dim)`` float32; in a population
+        ``(K, B, obs_dim)``, from member-major sub-env rows or a member-batched minibatch."""
+        if self.draws.members is None:
+            return flat(obs)
+        return obs.to(torch.float32).reshape(self.draws.members, -1, self.obs_dim)
+
+    def _rows(self, actions: torch.Tensor) -> torch.Tensor:
+        """A population's ``(K, N, ...)`` actions as the ``K * N`` member-major sub-env rows
+        its env steps (a single run's are rows already)."""
+        return actions if self.draws.members is None else actions.flatten(0, 1)
 
     def update(self, batch: ReplayBuffer, progress: float) -> dict[str, float]:
         """As many gradient steps as configured (or one per env step just collected), each
@@ -351,7 +375,7 @@ class OffPolicyAgent(Agent):
     def _unpack(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``s``, ``s'`` and the critic's input ``cat(s, a)`` of a minibatch, as the networks
         take them (actions in ``[-1, 1]``)."""
-        obs, next_obs = flat(batch.obs), flat(batch.next_obs)
+        obs, next_obs = self._flat(batch.obs), self._flat(batch.next_obs)
         return obs, next_obs, torch.cat([obs, self.scale.from_env(batch.actions)], -1)
 
     def _soft_next_inputs(self, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,7 +384,7 @@ class OffPolicyAgent(Agent):
         target uses the policy that acts, and the actor's running statistics follow only the
         states of its own loss."""
         with torch.no_grad(), frozen_statistics(self.actor):
-            next_actions, next_log_prob = self.actor.sample(next_obs)
+            next_actions, next_log_prob = self.actor.sample(next_obs, self.draws)
         return torch.cat([next_obs, next_actions], -1), next_log_prob
 
     def _soft_actor_step(
@@ -373,10 +397,10 @@ class OffPolicyAgent(Agent):
         stream that must not move them); then, with ``autotune_alpha``, ``log alpha`` moves so
         the entropy tracks ``target_entropy``.
         """
-        new_actions, log_prob = self.actor.sample(obs)
+        new_actions, log_prob = self.actor.sample(obs, self.draws)
         with frozen_statistics(self.critic):
             q_pi = self.critic(torch.cat([obs, new_actions], -1)).min(-1).values
-        actor_loss = (alpha * log_prob - q_pi).mean()
+        actor_loss = batch_mean(alpha * log_prob - q_pi)
         optimize(self.actor_optimizer, actor_loss)
         metrics: dict[str, torch.Tensor | float] = {
             "loss/actor_loss": actor_loss.detach(),

@@ -100,7 +100,7 @@ class SAC(OffPolicyAgent):
         )
         next_v = next_q.min(-1).values - alpha * next_log_prob
         target = batch.rewards + cfg.gamma * ~batch.terminated * next_v
-        critic_loss = 0.5 * (q - target[:, None]).pow(2).sum(-1).mean()
+        critic_loss = offpolicy.batch_mean(0.5 * (q - target[..., None]).pow(2).sum(-1))
         optimize(self.critic_optimizer, critic_loss)
 
         # 2.-3. Actor, then temperature: reparameterized actions scored by the critics with
@@ -116,7 +116,7 @@ class SAC(OffPolicyAgent):
             | self._critic_diagnostics(inputs, next_inputs, step)
             | {
                 "loss/critic_loss": critic_loss.detach(),
-                "train/alpha": alpha,
+                "train/alpha": alpha.mean(),
                 "train/q": q.detach().mean(),
             }
         )

@@ -141,7 +141,7 @@ class DDPGCritic(nn.Module):
         self.head = mlp(first + action_dim, 1, cfg.hidden[1:], "none", cfg.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        obs, action = x[:, : self.obs_dim], x[:, self.obs_dim :]
+        obs, action = x[..., : self.obs_dim], x[..., self.obs_dim :]
         return self.head(torch.cat([self.state(obs), action], -1))
 
 
@@ -175,11 +175,11 @@ class TD3(OffPolicyAgent):
         self.critic_optimizer = adam(self.critic, cfg.critic_lr)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        action = self.actor(offpolicy.flat(obs))
+        action = self.actor(self._flat(obs))
         if not deterministic:
-            noise = self.config.exploration_noise * torch.randn_like(action)
+            noise = self.config.exploration_noise * self.draws.randn_like(action)
             action = (action + noise).clamp(-1.0, 1.0)
-        return ActOutput(self.scale.to_env(action))
+        return ActOutput(self._rows(self.scale.to_env(action)))
 
     def _gradient_step(self, batch: Transitions) -> dict[str, torch.Tensor | float]:
         cfg = self.config
@@ -188,7 +188,7 @@ class TD3(OffPolicyAgent):
         # 1. Critic: TD target from the target critics at the smoothed target action.
         with torch.no_grad():
             next_actions = self.actor_target(next_obs)
-            noise = (cfg.target_noise * torch.randn_like(next_actions)).clamp(
+            noise = (cfg.target_noise * self.draws.randn_like(next_actions)).clamp(
                 -cfg.target_noise_clip, cfg.target_noise_clip
             )
             next_actions = (next_actions + noise).clamp(-1.0, 1.0)
@@ -197,7 +197,7 @@ class TD3(OffPolicyAgent):
             self.critic, self.critic_target, inputs, next_inputs, self.critic_streams
         )
         target = batch.rewards + cfg.gamma * ~batch.terminated * next_q.min(-1).values
-        critic_loss = (q - target[:, None]).pow(2).mean(0).sum()
+        critic_loss = (q - target[..., None]).pow(2).mean(-2).sum()
         optimize(self.critic_optimizer, critic_loss)
         metrics: dict[str, torch.Tensor | float] = {
             "loss/critic_loss": critic_loss.detach(),
@@ -212,7 +212,8 @@ class TD3(OffPolicyAgent):
         if step % cfg.policy_delay == 0:
             frozen = cfg.actor_norm_update == "frozen"
             with frozen_statistics(self.critic, *([self.actor] if frozen else [])):
-                actor_loss = -self.critic.nets[0](torch.cat([obs, self.actor(obs)], -1)).mean()
+                q_pi = self.critic.nets[0](torch.cat([obs, self.actor(obs)], -1)).squeeze(-1)
+                actor_loss = -offpolicy.batch_mean(q_pi)
             optimize(self.actor_optimizer, actor_loss)
             if frozen:
                 with torch.no_grad():

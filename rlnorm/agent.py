@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlnorm.draws import GLOBAL, Draws
 from rlnorm.env import space_shape
 from rlnorm.errors import EnvError
 from rlnorm.normalize import ObservationNormalizer
@@ -99,6 +100,9 @@ class Agent:
         self.counters: dict[str, int] = {}
         #: set by the learner when ``train.normalize_obs`` is on; applied before every act.
         self.obs_normalizer: ObservationNormalizer | None = None
+        #: where every random number the agent draws comes from: torch's global generator,
+        #: or one generator per member in a population (:mod:`rlnorm.population`)
+        self.draws: Draws = GLOBAL
 
     # -- what the agent exposes ------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:

@@ -60,6 +60,9 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.resume is not None:
         return _resume(args, device)
+    if args.seeds is not None and (args.seed is not None or args.run_dir is not None):
+        raise ConfigError("--seeds names every member's seed and run directory: leave out "
+                          "--seed and --run-dir")
     agent_name, env_id = args.agent or "ppo", args.env or "CartPole-v1"
     # Fail early, before anything is written, on an unknown env or backend.
     envs.make(env_id, num_envs=1, backend=args.backend).close()
@@ -81,6 +84,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg.backend = args.backend
     # No ":" in the default path (sb3:PPO, module:Env-v0): shells and tools trip on it.
     parts = (cfg.agent.replace(":", "-"), cfg.env.replace(":", "-"), cfg.norm)
+    if args.seeds is not None:
+        return _train_population(args, cfg, parts, device)
     run_dir = args.run_dir or Path(
         "runs", *parts, f"seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -105,6 +110,51 @@ def _train(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{e}; {hint}") from None
             raise
         return _report(cfg, learner.train())
+
+
+def _train_population(
+    args: argparse.Namespace, cfg: config.RunConfig, parts: tuple[str, ...], device: torch.device
+) -> int:
+    """``train --seeds``: one member per seed, trained together, each in its own run
+    directory (:mod:`rlnorm.population`)."""
+    import contextlib
+    import dataclasses
+
+    from rlnorm import agents, envs, rundir
+    from rlnorm.population import PopulationLearner, parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dirs = [Path("runs", *parts, f"seed{seed}-{stamp}") for seed in seeds]
+    population_dir = Path("runs", *parts, f"population-{stamp}")
+    command = shlex.join(["rlnorm", *args.argv])
+    with contextlib.ExitStack() as claims:
+        for run_dir, seed in zip(run_dirs, seeds, strict=True):
+            claims.enter_context(rundir.claim(run_dir, command=command))
+            (run_dir / "config.yaml").write_text(config.dump(dataclasses.replace(cfg, seed=seed)))
+            (run_dir / "command.txt").write_text(command + "\n")
+
+        def make_env(num_envs: int) -> Any:
+            return envs.make(cfg.env, num_envs=num_envs, device=device, backend=cfg.backend)
+
+        learner = PopulationLearner(
+            agents.get(cfg.agent), cfg, seeds, run_dirs, population_dir, make_env, args.quiet
+        )
+        result = learner.train()
+    print(
+        f"trained {len(seeds)} seeds of {cfg.agent} ({cfg.norm} norm) on {cfg.env} in one "
+        f"process: {result.env_steps} env steps each in {result.wall_time:.1f} s"
+    )
+    rlnorm = _program("rlnorm")
+    for member in result.members:
+        final = member.final_eval
+        print(
+            f"seed {member.seed}: final evaluation {final.mean:.2f} +- {final.std:.2f} over "
+            f"{len(final.returns)} episodes   ({rlnorm} eval {member.last_checkpoint})"
+        )
+    tensorboard = _program("tensorboard")
+    print(f"TensorBoard logs:  {Path('runs', *parts)}   (view: {tensorboard} --logdir {Path('runs', *parts)})")
+    return 0
 
 
 def _envs(cfg: config.RunConfig, device: torch.device) -> tuple[Any, Any]:

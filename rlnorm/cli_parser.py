@@ -25,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--norm", default=None, help="normalization (default: the config's)")
     train.add_argument("--seed", type=int, default=None, help="default 0")
     train.add_argument(
+        "--seeds",
+        default=None,
+        metavar="SEEDS",
+        help="train several seeds in one process as a population on batched kernels, e.g. "
+        "0-7 or 0,3,5 (off-policy agents: sac, td3, crossq); member k is the run --seed k, "
+        "each with its own run directory",
+    )
+    train.add_argument(
         "--steps",
         type=positive_int_argument,
         default=None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
+from rlnorm.draws import Draws
 from rlnorm.env import space_shape
 from rlnorm.rollout import Rollout
 
@@ -135,4 +136,98 @@ class ReplayBuffer:
         self.position = state["position"].to(self.device, torch.int64).reshape(())
 
 
-__all__ = ["ReplayBuffer", "Transitions"]
+class MemberReplay:
+    """The replay buffers of a population's ``members``, in one storage.
+
+    Member ``k`` owns columns ``k * N .. (k + 1) * N - 1`` of every rollout (member-major, as
+    :class:`rlnorm.population.MemberEnvs` lays out its sub-envs) and keeps exactly the rows
+    the run ``--seed k``'s :class:`ReplayBuffer` keeps: same order, same ring positions. A
+    minibatch is ``batch_size`` transitions per member, ``(K, batch_size, ...)``, drawn with
+    each member's own generator (``draws``) by :class:`ReplayBuffer`'s rule, so member
+    ``k`` samples what that run samples. Adding and sampling are a few batched ops whatever
+    the number of members.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        capacity: int,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        draws: Draws,
+        device: torch.device | str = "cpu",
+        obs_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity < 1 or members < 1:
+            raise ValueError(f"need members >= 1 and capacity >= 1, got {members}, {capacity}")
+        if draws.members != members:
+            raise ValueError(f"draws for {draws.members} members, not {members}")
+        self.members, self.capacity, self.draws = members, capacity, draws
+        self.device = torch.device(device)
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_dtype = torch.int64 if discrete else torch.float32
+        rows = (members, capacity + 1)  # each member's last row is scratch for invalid steps
+        obs_shape, action_shape = space_shape(observation_space), space_shape(action_space)
+        self.storage = {
+            "obs": torch.zeros((*rows, *obs_shape), dtype=obs_dtype, device=self.device),
+            "actions": torch.zeros((*rows, *action_shape), dtype=action_dtype, device=self.device),
+            "rewards": torch.zeros(rows, dtype=torch.float32, device=self.device),
+            "next_obs": torch.zeros((*rows, *obs_shape), dtype=obs_dtype, device=self.device),
+            "terminated": torch.zeros(rows, dtype=torch.bool, device=self.device),
+        }
+        self.position = torch.zeros(members, dtype=torch.int64, device=self.device)
+        self.filled = torch.zeros(members, dtype=torch.int64, device=self.device)
+        self._member = torch.arange(members, device=self.device)[:, None]
+        #: env steps per member of the latest :meth:`add` (a member's update-to-data ratio)
+        self.last_added_steps = 0
+
+    def __len__(self) -> int:
+        """Transitions stored by the member with the fewest (a host sync)."""
+        return int(self.filled.min())
+
+    def _per_member(self, value: torch.Tensor) -> torch.Tensor:
+        """``(T, K * N, ...)`` rollout columns as ``(K, T * N, ...)``, each member's rows in
+        the order its own run stores them (time-major)."""
+        steps, n = value.shape[0], value.shape[1] // self.members
+        rest = value.shape[2:]
+        return value.reshape(steps, self.members, n, *rest).transpose(0, 1).reshape(
+            self.members, steps * n, *rest
+        )
+
+    def add(self, rollout: Rollout) -> None:
+        """Store every valid transition of ``rollout``, each in its member's buffer."""
+        steps, total = rollout.rewards.shape
+        if total % self.members:
+            raise ValueError(f"{total} sub-envs do not split over {self.members} members")
+        if steps * total // self.members > self.capacity:
+            raise ValueError(
+                f"a rollout of {steps} x {total // self.members} steps per member does not fit "
+                f"a replay buffer of {self.capacity} transitions"
+            )
+        valid = self._per_member(rollout.valid)
+        offset = torch.cumsum(valid, 1) - 1
+        rows = torch.where(valid, (self.position[:, None] + offset) % self.capacity, self.capacity)
+        values = {
+            "obs": rollout.obs[:-1],
+            "actions": rollout.actions,
+            "rewards": rollout.rewards,
+            "next_obs": rollout.obs[1:],
+            "terminated": rollout.terminated,
+        }
+        for name, value in values.items():
+            self.storage[name][self._member, rows] = self._per_member(value).to(
+                self.storage[name].dtype
+            )
+        self.last_added_steps = valid.shape[1]
+        added = valid.sum(1)
+        self.position = (self.position + added) % self.capacity
+        self.filled = torch.clamp(self.filled + added, max=self.capacity)
+
+    def sample(self, batch_size: int) -> Transitions:
+        """``batch_size`` transitions per member, uniformly with replacement from its own."""
+        u = self.draws.rand((batch_size,), self.device)
+        index = (u * self.filled[:, None]).long().clamp(max=self.capacity - 1)
+        return Transitions(**{name: self.storage[name][self._member, index] for name in _FIELDS})
+
+
+__all__ = ["MemberReplay", "ReplayBuffer", "Transitions"]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rlnorm.agent import ActOutput, Agent, act_in_eval_mode, normalize_obs
+from rlnorm.draws import GLOBAL, Draws
 from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import EnvError, NonFiniteError
 from rlnorm.normalize import RewardScaler
@@ -103,15 +104,18 @@ def _check_finite(name: str, values: torch.Tensor, valid: torch.Tensor | None = 
         )
 
 
-def uniform_actions(space: gym.spaces.Space, n: int, device: torch.device) -> torch.Tensor:
+def uniform_actions(
+    space: gym.spaces.Space, n: int, device: torch.device, draws: Draws = GLOBAL
+) -> torch.Tensor:
     """``n`` actions drawn uniformly from a Discrete or bounded Box ``space``, on ``device``,
-    from torch's global generator (so a seeded run is reproducible)."""
+    from torch's global generator (so a seeded run is reproducible), or from a population's
+    member generators (``draws``)."""
     if isinstance(space, gym.spaces.Discrete):
-        return torch.randint(int(space.n), (n,), device=device) + int(space.start)
+        return draws.randint_rows(int(space.n), n, device) + int(space.start)
     if isinstance(space, gym.spaces.Box) and space.is_bounded():
         low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
         high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-        return low + (high - low) * torch.rand((n, *space_shape(space)), device=device)
+        return low + (high - low) * draws.rand_rows(n, space_shape(space), device)
     raise EnvError(f"cannot draw uniform actions from {space}: need Discrete or a bounded Box")
 
 
@@ -193,6 +197,8 @@ class RolloutManager:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self._obs: torch.Tensor | None = None
+        # an agent that skipped Agent.__init__ draws like a single run
+        self._draws: Draws = getattr(agent, "draws", GLOBAL)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset the training env and the per-episode counters."""
@@ -267,7 +273,9 @@ class RolloutManager:
                     normalizer.update(obs)
                     obs = normalizer(obs)
                 out = (
-                    ActOutput(uniform_actions(env.single_action_space, n, env.device))
+                    ActOutput(
+                        uniform_actions(env.single_action_space, n, env.device, self._draws)
+                    )
                     if random_actions
                     else self.agent.act(obs)
                 )

@@ -1,0 +1,110 @@
+"""Many seeds in one process (``rlnorm train --seeds``) against one seed per process.
+
+For each agent, in one run of this script and one process at a time (each is timed whole,
+start-up included)::
+
+    rlnorm train --agent A --env Pendulum-v1 --seed 0 --quiet --threads 1 --steps S
+    rlnorm train --agent A --env Pendulum-v1 --seeds 0-(K-1) --quiet --threads 1 --steps S
+
+with the agent's shipped ``configs/<agent>/Pendulum-v1.yaml``, for each population size K.
+It prints and writes to ``benchmarks/results/seed_population.md`` the wall time, the ratio
+to one seed alone, the aggregate env steps per second over all members, what K runs one
+after another would take (K x the single run, measured once), and every member's final
+evaluation (20 episodes, deterministic). Pin it to one core for stable numbers::
+
+    taskset -c 1 python benchmarks/seed_population.py [--agents sac crossq] [--sizes 1 8 32]
+        [--steps 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results" / "seed_population.md"
+
+
+def train(agent: str, steps: int, seeds: str | None, workdir: Path) -> tuple[float, list[float]]:
+    """Run one ``rlnorm train`` in ``workdir``; its wall time and members' final returns."""
+    argv = ["rlnorm", "train", "--agent", agent, "--env", "Pendulum-v1", "--quiet",
+            "--threads", "1", "--steps", str(steps),
+            "--set", "train.final_eval_episodes=20"]  # fmt: skip
+    argv += ["--seed", "0"] if seeds is None else ["--seeds", seeds]
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    summaries = sorted((workdir / "runs").glob("*/*/*/seed*/summary.json"))
+    returns = [json.loads(path.read_text())["final_eval"]["mean"] for path in summaries]
+    return wall, returns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", nargs="+", default=["sac", "crossq"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--steps", type=int, default=20_000)
+    args = parser.parse_args()
+    rows = []
+    for agent in args.agents:
+        with tempfile.TemporaryDirectory() as tmp:
+            single_wall, single_returns = train(agent, args.steps, None, Path(tmp))
+        print(f"{agent}: one seed alone {single_wall:.1f} s, final {single_returns[0]:.1f}")
+        rows.append((agent, "1 (alone)", single_wall, 1.0, args.steps / single_wall, single_returns))
+        for size in args.sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, returns = train(agent, args.steps, f"0-{size - 1}", Path(tmp))
+            ratio = wall / single_wall
+            print(
+                f"{agent}: {size} seeds in one process {wall:.1f} s = {ratio:.2f}x one seed "
+                f"(one after another: {size * single_wall:.0f} s); finals {returns}"
+            )
+            rows.append((agent, str(size), wall, ratio, size * args.steps / wall, returns))
+    write(rows, args)
+
+
+def write(rows: list[tuple], args: argparse.Namespace) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# Seed populations: many seeds in one process",
+        "",
+        f"- Command: `taskset -c 1 python benchmarks/seed_population.py "
+        f"{shlex.join(sys.argv[1:])}`".replace(" `", " `"),
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
+        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
+        f"torch {torch.__version__}, one torch thread, one process at a time, pinned to one "
+        f"core; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
+        f"- Each agent's shipped `configs/<agent>/Pendulum-v1.yaml`, {args.steps} env steps per "
+        "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
+        "evaluations and checkpoints included).",
+        "",
+        "| agent | seeds | wall s | x one seed | env steps/s (all seeds) | K runs one after "
+        "another, s | final returns (min / median / max) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    single = {row[0]: row[2] for row in rows if row[1] == "1 (alone)"}
+    for agent, size, wall, ratio, sps, returns in rows:
+        k = 1 if size == "1 (alone)" else int(size)
+        finals = sorted(returns)
+        spread = f"{finals[0]:.1f} / {finals[len(finals) // 2]:.1f} / {finals[-1]:.1f}"
+        lines.append(
+            f"| {agent} | {size} | {wall:.1f} | {ratio:.2f} | {sps:.0f} | "
+            f"{k * single[agent]:.0f} | {spread} |"
+        )
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Many seeds in one process: a population of members trained in lockstep on batched kernels.
+
+Training ``K`` seeds one after another pays the per-op cost of a small network's update ``K``
+times; here the ``K`` members' networks are stacked (:mod:`rlnorm.members`: every weight and
+normalization statistic gets a leading member dimension), so each op of an update serves
+every member at once. Member ``k`` is the run ``--seed k``, not an approximation of it:
+
+- its initial weights are the ones ``Learner.create`` builds under ``torch.manual_seed(k)``;
+- its random numbers come from its own generator, started where that run's global generator
+  stands after building the agent (:class:`rlnorm.draws.MemberDraws`), and every draw has
+  that run's shape and order: warm-up actions, exploration, replay minibatches;
+- its env is that run's env, reset with seed ``k`` (:class:`MemberEnvs`), its replay buffer
+  holds that run's transitions (:class:`rlnorm.replay.MemberReplay`);
+- its losses are reduced per member and summed, so its gradients are its own; Adam is
+  elementwise, so one optimizer over the stacked weights is ``K`` independent ones;
+- no normalization statistic is shared across members: each member's BatchNorm running
+  statistics follow its own batches only (the source post's shared-statistics bug, avoided).
+
+``tests/test_population.py`` checks the weights after several updates against single-seed
+runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
+``eval.jsonl``, ``summary.json``, ``checkpoints/last`` and ``best``, TensorBoard evaluation
+curves) that ``rlnorm eval``, ``rlnorm audit``, ``rlnorm plot`` and :func:`rlnorm.load`
+read like any run's. Supported: the off-policy agents (SAC, TD3 and its DDPG setting,
+CrossQ) on native envs, every norm. Not yet: PPO, observation or reward normalization,
+resuming a population, isolating one member's NaN (a non-finite member stops the population,
+naming its seed); measured speed in ``benchmarks/results/seed_population.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlnorm import checkpoint, members
+from rlnorm.agent import Agent, OffPolicy
+from rlnorm.config import RunConfig
+from rlnorm.draws import MemberDraws
+from rlnorm.env import TorchVecEnv
+from rlnorm.errors import ConfigError, NonFiniteError
+from rlnorm.monitor import Monitor
+from rlnorm.replay import MemberReplay
+from rlnorm.rollout import EvalResult, RolloutManager, evaluate
+from rlnorm.safety import training
+
+
+_OFF_POLICY_ONLY = (
+    "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
+    "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
+)
+
+
+class MemberEnvs(TorchVecEnv):
+    """One env per member, stepped as one batch of ``K * N`` sub-envs, member-major.
+
+    ``reset()`` resets member ``k``'s env with seed ``seeds[k]``, as the run ``--seed k``
+    resets its env; a seed given to ``reset`` is refused (each member has its own).
+    """
+
+    def __init__(self, envs: Sequence[TorchVecEnv], seeds: Sequence[int]) -> None:
+        if not envs or len(envs) != len(seeds):
+            raise ValueError(f"{len(envs)} envs for {len(seeds)} member seeds")
+        first = envs[0]
+        if any(env.num_envs != first.num_envs for env in envs):
+            raise ValueError("every member's env needs the same num_envs")
+        self.envs, self.seeds = list(envs), list(seeds)
+        self.env_id, self.device, self.dtype = first.env_id, first.device, first.dtype
+        self.per_member = first.num_envs
+        self.num_envs = first.num_envs * len(envs)
+        self.single_observation_space = first.single_observation_space
+        self.single_action_space = first.single_action_space
+        self.observation_space, self.action_space = first.observation_space, first.action_space
+        self._max_episode_steps = first.max_episode_steps
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if seed is not None:
+            raise ValueError("a population's env resets each member with its own seed")
+        obs = [env.reset(seed=s, options=options)[0] for env, s in zip(self.envs, self.seeds)]
+        return torch.cat(obs), {}
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        steps = [env.step(a) for env, a in zip(self.envs, actions.split(self.per_member))]
+        obs, reward, terminated, truncated = (torch.cat(parts) for parts in list(zip(*steps))[:4])
+        return obs, reward, terminated, truncated, {}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def stack_agents(
+    agents: Sequence[Agent], generators: Sequence[torch.Generator], capacity: int
+) -> Agent:
+    """One agent training ``agents`` as members: the same class and config, every module
+    stacked, each optimizer rebuilt with its hyperparameters over the stacked weights, a
+    :class:`MemberReplay` of ``capacity`` transitions per member, and member ``k`` drawing
+    from ``generators[k]``."""
+    first = agents[0]
+    if not isinstance(first.collection, OffPolicy) or not hasattr(first, "replay"):
+        raise ConfigError(_OFF_POLICY_ONLY.format(agent=first.name))
+    population = copy.copy(first)
+    population.draws = MemberDraws(generators)
+    population.counters = {}
+    stacked = {
+        name: members.stack([agent.modules()[name] for agent in agents])
+        for name in first.modules()
+    }
+    for name, module in stacked.items():
+        setattr(population, name, module)
+    for attr, optimizer in list(vars(first).items()):
+        if isinstance(optimizer, torch.optim.Optimizer):
+            setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
+    population.replay = MemberReplay(  # type: ignore[attr-defined]
+        len(agents),
+        capacity,
+        first.observation_space,
+        first.action_space,
+        population.draws,
+        first.device,
+    )
+    return population
+
+
+def _restacked(
+    optimizer: torch.optim.Optimizer,
+    single: dict[str, torch.nn.Module],
+    stacked: dict[str, torch.nn.Module],
+) -> torch.optim.Optimizer:
+    """``optimizer``'s class and hyperparameters over the stacked copy of the module whose
+    parameters it holds (all of them, in one group, as every rlnorm agent builds it)."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for name, module in single.items():
+        params = list(module.parameters())
+        if params and {id(p) for p in params} == held:
+            return type(optimizer)(stacked[name].parameters(), **optimizer.defaults)
+    raise ConfigError(
+        f"cannot stack {type(optimizer).__name__}: its parameters are not exactly one "
+        "module's, so a population cannot tell which stacked weights it should hold"
+    )
+
+
+def unstack_agent(population: Agent, k: int, into: Agent) -> None:
+    """Write member ``k``'s weights and statistics into ``into``, an agent built like the
+    members (its own config, seed ``k``'s), so it can act, be evaluated and be saved."""
+    stacked = population.modules()
+    for name, module in into.modules().items():
+        members.unstack(stacked[name], k, module)
+
+
+@dataclass
+class MemberResult:
+    """Where one member's run directory and artefacts are, and how it ended."""
+
+    seed: int
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    final_eval: EvalResult
+
+
+@dataclass
+class PopulationResult:
+    members: list[MemberResult]
+    env_steps: int  # per member
+    wall_time: float
+    tb_dir: Path
+
+
+class PopulationLearner:
+    """Trains one member per seed in ``seeds``, each into its run directory.
+
+    ``make_env(num_envs)`` builds one env of the run's env id on its device (called once per
+    member for training and once for evaluation); ``population_dir`` receives the shared
+    progress log and TensorBoard curves of the training metrics, averaged over members.
+    """
+
+    def __init__(
+        self,
+        agent_cls: type[Agent],
+        config: RunConfig,
+        seeds: Sequence[int],
+        run_dirs: Sequence[Path],
+        population_dir: Path,
+        make_env: Callable[[int], TorchVecEnv],
+        quiet: bool = False,
+    ) -> None:
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise ConfigError(f"--seeds needs distinct seeds, got {list(seeds)}")
+        train = config.train
+        if train.normalize_obs or train.normalize_reward:
+            raise ConfigError(
+                "--seeds does not support train.normalize_obs or train.normalize_reward yet; "
+                "train those seeds one per process"
+            )
+        if not hasattr(config.agent_config, "buffer_size"):  # checked again when stacking
+            raise ConfigError(_OFF_POLICY_ONLY.format(agent=config.agent))
+        self.configs = [replace(config, seed=seed) for seed in seeds]
+        self.run_dirs, self.population_dir = [Path(d) for d in run_dirs], Path(population_dir)
+        self.quiet = quiet
+        # A replay that holds the whole run never wraps, so a smaller one than the config's
+        # stores and samples the same transitions (ReplayBuffer's rule): K members' buffers
+        # of a million rows would not fit in memory.
+        agent_config = config.agent_config
+        capacity = min(
+            agent_config.buffer_size,
+            train.total_steps + agent_config.steps_per_env * train.num_envs,
+        )
+        small = replace(agent_config, buffer_size=1)  # the members' own buffers go unused
+        self.agents: list[Agent] = []
+        generators = []
+        env = make_env(1)
+        for cfg in self.configs:  # as Learner.create builds the run --seed k
+            torch.manual_seed(cfg.seed)
+            agent = agent_cls(
+                env.single_observation_space, env.single_action_space, small, cfg.norm, env.device
+            )
+            agent.config = agent_config
+            self.agents.append(agent)
+            generator = torch.Generator()
+            generator.set_state(torch.get_rng_state())
+            generators.append(generator)
+        env.close()
+        self.population = stack_agents(self.agents, generators, capacity)
+        for module in self.population.modules().values():
+            module.eval()
+        self.env = MemberEnvs([make_env(train.num_envs) for _ in seeds], list(seeds))
+        self.eval_envs = [make_env(train.eval_num_envs) for _ in seeds]
+        self.rollouts = RolloutManager(self.population, self.env)
+        self.env_steps = self.updates = 0
+        self.best_means = [-math.inf] * len(seeds)
+
+    # -- per member ------------------------------------------------------------------------
+    def _save(self, k: int, name: str, **extra: Any) -> Path:
+        cfg = self.configs[k]
+        return checkpoint.save(
+            self.agents[k],
+            self.run_dirs[k] / "checkpoints" / name,
+            env_id=cfg.env,
+            counters={"env_steps": self.env_steps, "updates": self.updates},
+            extra={"run_config": cfg.to_dict(), "population": self._record(), **extra},
+        )
+
+    def _record(self) -> dict[str, Any]:
+        return {"seeds": [c.seed for c in self.configs], "dir": str(self.population_dir)}
+
+    def _evaluate(self, episodes: int, monitors: list[Monitor]) -> list[EvalResult]:
+        results = []
+        for k, (agent, cfg) in enumerate(zip(self.agents, self.configs)):
+            unstack_agent(self.population, k, agent)
+            result = evaluate(agent, self.eval_envs[k], episodes, seed=cfg.eval_seed)
+            record = {
+                "step": self.env_steps,
+                "mean": result.mean,
+                "std": result.std,
+                "episodes": len(result.returns),
+                "seed": cfg.eval_seed,
+            }
+            monitors[k].scalars(
+                {"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps
+            )
+            with open(self.run_dirs[k] / "eval.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if result.mean > self.best_means[k]:
+                self.best_means[k] = result.mean
+                self._save(k, "best", eval=record)
+            results.append(result)
+        return results
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        """Stop when a loss or a member's weights are not finite, naming the members."""
+        bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
+        seeds = set()
+        for module in self.population.modules().values():
+            for param in module.parameters():
+                if param.dim() and param.shape[0] == len(self.configs):
+                    finite = param.detach().flatten(1).isfinite().all(1)
+                    seeds |= {self.configs[k].seed for k in (~finite).nonzero().flatten().tolist()}
+        if bad or seeds:
+            raise NonFiniteError(
+                f"non-finite {', '.join(bad) or 'weights'} after update {self.updates + 1} "
+                f"(env step {self.env_steps} per member); members with non-finite weights: "
+                f"seeds {sorted(seeds)}"
+            )
+
+    # -- the loop --------------------------------------------------------------------------
+    def train(self) -> PopulationResult:
+        """Run every member to ``total_steps`` env steps, evaluating and checkpointing each
+        as ``train.eval_every`` and ``train.checkpoint_every`` say, then a final evaluation."""
+        cfg, pop = self.configs[0].train, self.population
+        collection = pop.collection
+        assert isinstance(collection, OffPolicy)
+        start = time.perf_counter()
+        for run_dir in self.run_dirs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.population_dir.mkdir(parents=True, exist_ok=True)
+        (self.population_dir / "population.json").write_text(
+            json.dumps({**self._record(), "runs": [str(d) for d in self.run_dirs]}, indent=2)
+        )
+        monitor = Monitor(self.population_dir, cfg.total_steps, quiet=self.quiet)
+        member_monitors = [Monitor(d, cfg.total_steps, quiet=True) for d in self.run_dirs]
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        next_eval, next_save = cfg.eval_every or None, cfg.checkpoint_every or None
+        try:
+            self.rollouts.reset()
+            while self.env_steps < cfg.total_steps:
+                warming_up = self.env_steps < collection.learning_starts
+                rollout = self.rollouts.collect(collection.steps_per_env, warming_up)
+                self.env_steps += rollout.num_steps // len(self.configs)
+                pop.replay.add(rollout)  # type: ignore[attr-defined]
+                if self.env_steps >= collection.learning_starts:
+                    progress = min(1.0, self.env_steps / cfg.total_steps)
+                    with training(*pop.modules().values()):
+                        metrics = pop.update(pop.replay, progress=progress)  # type: ignore[attr-defined]
+                    self._check_finite(metrics)
+                    self.updates += 1
+                    monitor.record(metrics, self.env_steps)
+                sps = self.env_steps * len(self.configs) / (time.perf_counter() - start)
+                returns = self.rollouts.episode_returns
+                if returns and monitor.due(self.env_steps):
+                    monitor.record({"rollout/episode_return": sum(returns) / len(returns)}, self.env_steps)
+                    monitor.flush(self.env_steps)
+                monitor.progress(self.env_steps, sps, returns[-1] if returns else None)
+                if self.env_steps >= cfg.total_steps:
+                    break
+                if next_eval is not None and self.env_steps >= next_eval:
+                    self._evaluate(cfg.eval_episodes, member_monitors)
+                    next_eval = _after(next_eval, cfg.eval_every, self.env_steps)
+                if next_save is not None and self.env_steps >= next_save:
+                    for k, agent in enumerate(self.agents):
+                        unstack_agent(pop, k, agent)
+                        self._save(k, "last")
+                    next_save = _after(next_save, cfg.checkpoint_every, self.env_steps)
+            finals = self._evaluate(cfg.final_eval_episodes, member_monitors)
+            wall = time.perf_counter() - start
+            results = []
+            for k, (final, run_dir) in enumerate(zip(finals, self.run_dirs)):
+                last = self._save(k, "last")
+                summary = {
+                    "env_steps": self.env_steps,
+                    "updates": self.updates,
+                    "wall_time_s": wall,
+                    "final_eval": {
+                        "mean": final.mean,
+                        "std": final.std,
+                        "episodes": len(final.returns),
+                    },
+                    "best_eval_mean": self.best_means[k],
+                    "population": self._record(),
+                }
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                best = run_dir / "checkpoints" / "best"
+                results.append(
+                    MemberResult(
+                        self.configs[k].seed, run_dir, last, best if best.exists() else None, final
+                    )
+                )
+        finally:
+            monitor.close()
+            for member_monitor in member_monitors:
+                member_monitor.close()
+            torch.use_deterministic_algorithms(deterministic)
+        return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
+
+
+def _after(due: int, every: int, now: int) -> int:
+    """The first of ``due, due + every, ...`` after ``now``."""
+    while due <= now:
+        due += every
+    return due
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"`` or ``"0,3,5"`` (or a mix, ``"0-3,8"``) as a list of distinct seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        low, sep, high = part.partition("-")
+        try:
+            chunk = list(range(int(low), int(high) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {text!r}: expected seeds like 0-7 or 0,3,5 (non-negative integers)"
+            ) from None
+        if not chunk or min(chunk) < 0:
+            raise ConfigError(f"--seeds {text!r}: {part!r} names no non-negative seed")
+        seeds += chunk
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} names a seed twice")
+    return seeds

@@ -1,0 +1,170 @@
+"""Seed populations (``rlnorm train --seeds``): member k is the run ``--seed k``.
+
+The central property: after several updates, every member's weights and normalization
+statistics equal those of the same seed trained alone by the ordinary learner, so a
+population is K runs, not an approximation of them, and nothing (BatchNorm statistics
+included) crosses members.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import rlnorm
+from rlnorm import agents, cli, config, envs
+from rlnorm.errors import ConfigError
+from rlnorm.learner import Learner
+from rlnorm.population import PopulationLearner, parse_seeds
+
+SEEDS = [0, 1, 5]
+SMALL = [
+    "agent.batch_size=16",
+    "agent.learning_starts=24",
+    "agent.diagnostics_every=0",
+    "train.norm_diagnostics_every=0",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.eval_episodes=2",
+    "train.final_eval_episodes=2",
+    "train.eval_num_envs=2",
+    "train.num_envs=2",
+]
+CASES = {
+    # agent, norm, overrides: every off-policy algorithm and both batch-dependent norms
+    "sac-batch": ("sac", "batch", ["agent.hidden=[16,16]"]),
+    "sac-layer-separate": ("sac", "layer", ["agent.hidden=[16,16]", "agent.critic_streams=separate"]),
+    "td3-ddpg-batch": (
+        "td3",
+        "batch",
+        ["agent.hidden=[16,16]", "agent.bn_placement=ddpg", "agent.learning_starts=24"],
+    ),
+    "crossq-batch_renorm": (
+        "crossq",
+        "batch_renorm",
+        ["agent.actor_hidden=[16,16]", "agent.critic_hidden=[32,32]", "agent.renorm_warmup_steps=3"],
+    ),
+}
+#: learning_starts 24 over 2 sub-envs: 12 warm-up collections, then one update per step
+STEPS = 24 + 2 * 6
+
+
+def _config(agent: str, norm: str, extra: list[str], seed: int = 0) -> config.RunConfig:
+    return config.resolve(
+        agents.get(agent),
+        "Pendulum-v1",
+        norm=norm,
+        seed=seed,
+        overrides=[*SMALL, *extra],
+        total_steps=STEPS,
+    )
+
+
+def _make_env(num_envs: int) -> envs.TorchVecEnv:
+    return envs.make("Pendulum-v1", num_envs=num_envs)
+
+
+def _population(tmp_path: Path, agent: str, norm: str, extra: list[str]) -> PopulationLearner:
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    return PopulationLearner(
+        agents.get(agent),
+        _config(agent, norm, extra),
+        SEEDS,
+        runs,
+        tmp_path / "population",
+        _make_env,
+        quiet=True,
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_member_has_the_weights_of_its_single_seed_run(tmp_path: Path, case: str) -> None:
+    """Six updates after the warm-up, member k's every parameter and buffer (running
+    statistics, batch counts, targets) equals the single-seed run's to 1e-6: its own
+    initial weights, random stream, env, replay, optimizer and statistics."""
+    agent, norm, extra = CASES[case]
+    population = _population(tmp_path, agent, norm, extra)
+    result = population.train()
+    assert population.updates == 6
+    for k, seed in enumerate(SEEDS):
+        cfg = _config(agent, norm, extra, seed)
+        single = Learner.create(
+            agents.get(agent), _make_env(2), _make_env(2), cfg, tmp_path / f"single{seed}", True
+        )
+        alone = single.train()
+        member = population.agents[k]
+        for name, module in single.agent.modules().items():
+            expected = module.state_dict()
+            got = member.modules()[name].state_dict()
+            assert expected.keys() == got.keys()
+            for key, value in expected.items():
+                torch.testing.assert_close(
+                    got[key].to(value.dtype), value, atol=1e-6, rtol=0, msg=f"{case} {seed} {name}.{key}"
+                )
+        assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
+
+
+def test_members_with_different_data_keep_their_own_statistics(tmp_path: Path) -> None:
+    """Members see different states (different seeds), and each member's BatchNorm running
+    mean differs from the others': no pooled statistics."""
+    agent, norm, extra = CASES["sac-batch"]
+    population = _population(tmp_path, agent, norm, extra)
+    population.train()
+    means = [
+        next(
+            buf
+            for name, buf in member.modules()["critic"].named_buffers()
+            if name.endswith("running_mean")
+        )
+        for member in population.agents
+    ]
+    assert not torch.allclose(means[0], means[1]) and not torch.allclose(means[1], means[2])
+
+
+def test_member_run_directories_are_ordinary_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rlnorm train --seeds`` writes one run directory per seed whose checkpoint
+    ``rlnorm.load`` returns as an ordinary single agent and ``rlnorm eval``/``audit`` read."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--agent", "sac", "--env", "Pendulum-v1", "--norm", "batch", "--seeds", "2,4",
+            "--steps", str(STEPS), "--quiet"]
+    argv += [f"--set={item}" for item in [*SMALL, *CASES["sac-batch"][2]]]
+    assert cli.main(argv) == 0
+    runs = sorted((tmp_path / "runs" / "sac" / "Pendulum-v1" / "batch").glob("seed*"))
+    assert [run.name.split("-")[0] for run in runs] == ["seed2", "seed4"]
+    for run, seed in zip(runs, (2, 4)):
+        assert config.read_yaml(run / "config.yaml")["seed"] == seed
+        agent = rlnorm.load(run / "checkpoints" / "last")
+        assert agent.draws.members is None  # an ordinary single agent
+        assert agent.act(torch.zeros(3, 3)).actions.shape == (3, 1)
+        assert (run / "eval.jsonl").read_text().count("\n") == 1
+        assert cli.main(["eval", str(run / "checkpoints" / "last"), "--episodes", "2"]) == 0
+        assert cli.main(["audit", str(run / "checkpoints" / "last")]) in (0, 1)
+
+
+def test_seeds_parse_ranges_and_lists() -> None:
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("0,3,5") == [0, 3, 5]
+    assert parse_seeds("0-1,7") == [0, 1, 7]
+    for bad in ("", "a", "3-1", "1,1", "-2", "0-"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ppo runs one seed per process"):
+        PopulationLearner(
+            agents.get("ppo"),
+            config.resolve(agents.get("ppo"), "CartPole-v1", total_steps=64),
+            [0, 1],
+            [tmp_path / "a", tmp_path / "b"],
+            tmp_path / "p",
+            lambda n: envs.make("CartPole-v1", num_envs=n),
+        )
+    cfg = _config("sac", "batch", ["agent.hidden=[16,16]", "train.normalize_obs=true"])
+    with pytest.raises(ConfigError, match="normalize_obs"):
+        PopulationLearner(
+            agents.get("sac"), cfg, [0, 1], [tmp_path / "a", tmp_path / "b"], tmp_path / "p", _make_env
+        )
+    assert cli.main(["train", "--agent", "sac", "--seeds", "0-1", "--seed", "3"]) == 2
