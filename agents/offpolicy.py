@@ -113,9 +113,9 @@ class ActionScale:
         return ((action - self.mid) / self.half).clamp(-1.0, 1.0)
 
 
-def flat(obs: torch.Tensor) -> torch.Tensor:
-    """A batch of observations as the networks take it: float32, one row per sample."""
-    return obs.to(torch.float32).flatten(1)
+def flat(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A batch of observations as the networks take it: ``dtype``, one row per sample."""
+    return obs.to(dtype).flatten(1)
 
 
 def batch_mean(x: torch.Tensor) -> torch.Tensor:
@@ -303,6 +303,9 @@ class OffPolicyAgent(Agent):
     ) -> None:
         super().__init__(observation_space, action_space, config, norm, device)
         self.scale = ActionScale(action_space, self.device)
+        #: the networks' dtype: torch's default when built (float32, or float64 for the
+        #: exactness checks of seed populations)
+        self.dtype = torch.get_default_dtype()
         self.obs_dim = int(torch.Size(space_shape(observation_space)).numel())
         self.action_dim = space_shape(action_space)[0]
         self.replay = ReplayBuffer(config.buffer_size, observation_space, action_space, self.device)
@@ -348,11 +351,11 @@ class OffPolicyAgent(Agent):
         return ActOutput(self._rows(self.scale.to_env(action)))
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations as the networks take them: ``(B, obs_dim)`` float32; in a population
+        """Observations as the networks take them: ``(B, obs_dim)``; in a population
         ``(K, B, obs_dim)``, from member-major sub-env rows or a member-batched minibatch."""
         if self.draws.members is None:
-            return flat(obs)
-        return obs.to(torch.float32).reshape(self.draws.members, -1, self.obs_dim)
+            return flat(obs, self.dtype)
+        return obs.to(self.dtype).reshape(self.draws.members, -1, self.obs_dim)
 
     def _rows(self, actions: torch.Tensor) -> torch.Tensor:
         """A population's ``(K, N, ...)`` actions as the ``K * N`` member-major sub-env rows
@@ -417,5 +420,5 @@ class OffPolicyAgent(Agent):
     ) -> dict[str, float]:
         """:func:`critic_diagnostics` on what the critic trained on this step: the merged
         ``(s, a)`` and ``(s', a')`` batch of a joint pass, else ``(s, a)``."""
-        joint = torch.cat([inputs, next_inputs]) if self.critic_streams == "joint" else inputs
+        joint = torch.cat([inputs, next_inputs], -2) if self.critic_streams == "joint" else inputs
         return critic_diagnostics(self.critic, joint, step, self.config.diagnostics_every)

@@ -58,6 +58,16 @@ class TrainResult:
     wall_time: float
 
 
+def network_dtype(agent: Agent) -> torch.dtype:
+    """The floating dtype of the agent's acting networks (float32 unless they were built
+    under another default dtype, as the float64 exactness checks build them)."""
+    for module in agent.acting_modules():
+        for param in module.parameters():
+            if param.is_floating_point():
+                return param.dtype
+    return torch.float32
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are one (``cuda`` and ``cuda:<current>`` are)."""
     if a.type != b.type:
@@ -341,7 +351,7 @@ class Learner:
         obs = batch.obs if isinstance(batch, Rollout) else batch.sample(256).obs
         return (
             obs.reshape(-1, *space_shape(self.env.single_observation_space))
-            .to(torch.float32)
+            .to(network_dtype(self.agent))
             .flatten(1)
         )
 

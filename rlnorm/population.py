@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,10 +43,13 @@ import torch
 
 from rlnorm import checkpoint, members
 from rlnorm.agent import Agent, OffPolicy
+from rlnorm.audit import audit
 from rlnorm.config import RunConfig
+from rlnorm.diagnostics import NormDiagnostics
 from rlnorm.draws import MemberDraws
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError, NonFiniteError
+from rlnorm.learner import network_dtype
 from rlnorm.monitor import Monitor
 from rlnorm.replay import MemberReplay
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
@@ -295,6 +299,29 @@ class PopulationLearner:
             )
 
     # -- the loop --------------------------------------------------------------------------
+    def _update(self, diagnostics: NormDiagnostics) -> dict[str, float]:
+        """One update of every member, as the learner runs it for one (diagnostics included:
+        the learner draws their replay sample from the run's generator, so each member
+        draws it from its own, and the members' streams stay the runs' streams)."""
+        pop, cfg = self.population, self.configs[0].train
+        replay: MemberReplay = pop.replay  # type: ignore[attr-defined]
+        progress = min(1.0, self.env_steps / cfg.total_steps)
+        with training(*pop.modules().values()), diagnostics.watch(self.updates):
+            metrics = pop.update(replay, progress=progress)
+        self._check_finite(metrics)
+        if diagnostics.due(self.updates):
+            obs = replay.sample(256).obs
+            metrics |= diagnostics.measure(
+                self.updates, obs.reshape(*obs.shape[:2], -1).to(network_dtype(pop))
+            )
+        if self.updates == 0:
+            for finding in audit(pop, watch=diagnostics.last_watch):
+                if finding.severity != "info":
+                    message = f"audit: {finding.path}: {finding.message}; fix: {finding.fix}"
+                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.updates += 1
+        return metrics
+
     def train(self) -> PopulationResult:
         """Run every member to ``total_steps`` env steps, evaluating and checkpointing each
         as ``train.eval_every`` and ``train.checkpoint_every`` say, then a final evaluation."""
@@ -315,6 +342,9 @@ class PopulationLearner:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         next_eval, next_save = cfg.eval_every or None, cfg.checkpoint_every or None
+        diagnostics = NormDiagnostics(
+            pop.modules(), pop.acting_modules(), every=cfg.norm_diagnostics_every
+        )
         try:
             self.rollouts.reset()
             while self.env_steps < cfg.total_steps:
@@ -323,12 +353,7 @@ class PopulationLearner:
                 self.env_steps += rollout.num_steps // len(self.configs)
                 pop.replay.add(rollout)  # type: ignore[attr-defined]
                 if self.env_steps >= collection.learning_starts:
-                    progress = min(1.0, self.env_steps / cfg.total_steps)
-                    with training(*pop.modules().values()):
-                        metrics = pop.update(pop.replay, progress=progress)  # type: ignore[attr-defined]
-                    self._check_finite(metrics)
-                    self.updates += 1
-                    monitor.record(metrics, self.env_steps)
+                    monitor.record(self._update(diagnostics), self.env_steps)
                 sps = self.env_steps * len(self.configs) / (time.perf_counter() - start)
                 returns = self.rollouts.episode_returns
                 if returns and monitor.due(self.env_steps):
