@@ -51,7 +51,7 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.learner import network_dtype
 from rlnorm.monitor import Monitor
-from rlnorm.replay import MemberReplay
+from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
 from rlnorm.safety import training
 
@@ -60,6 +60,12 @@ _OFF_POLICY_ONLY = (
     "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
     "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
 )
+
+
+def population_supported(agent_cls: type[Agent]) -> bool:
+    """Whether ``agent_cls`` trains as a population: an off-policy agent with a replay
+    buffer (its config has ``buffer_size``), as SAC, TD3 and CrossQ are."""
+    return "buffer_size" in getattr(agent_cls.Config, "__dataclass_fields__", {})
 
 
 class MemberEnvs(TorchVecEnv):
@@ -208,7 +214,7 @@ class PopulationLearner:
                 "--seeds does not support train.normalize_obs or train.normalize_reward yet; "
                 "train those seeds one per process"
             )
-        if not hasattr(config.agent_config, "buffer_size"):  # checked again when stacking
+        if not population_supported(agent_cls):  # checked again when stacking
             raise ConfigError(_OFF_POLICY_ONLY.format(agent=config.agent))
         self.configs = [replace(config, seed=seed) for seed in seeds]
         self.run_dirs, self.population_dir = [Path(d) for d in run_dirs], Path(population_dir)
@@ -246,6 +252,11 @@ class PopulationLearner:
         self.best_means = [-math.inf] * len(seeds)
 
     # -- per member ------------------------------------------------------------------------
+    def member_replay(self, k: int) -> ReplayBuffer:
+        """Member ``k``'s replay buffer, as its own run would hold it (a copy)."""
+        replay: MemberReplay = self.population.replay  # type: ignore[attr-defined]
+        return replay.member(k)
+
     def _save(self, k: int, name: str, **extra: Any) -> Path:
         cfg = self.configs[k]
         return checkpoint.save(

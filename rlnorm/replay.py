@@ -223,6 +223,15 @@ class MemberReplay:
         self.position = (self.position + added) % self.capacity
         self.filled = torch.clamp(self.filled + added, max=self.capacity)
 
+    def member(self, k: int) -> ReplayBuffer:
+        """Member ``k``'s buffer as the :class:`ReplayBuffer` its own run would hold (a copy)."""
+        buffer = ReplayBuffer.__new__(ReplayBuffer)
+        buffer.capacity, buffer.device = self.capacity, self.device
+        buffer.storage = {name: value[k].clone() for name, value in self.storage.items()}
+        buffer.position, buffer.filled = self.position[k].clone(), self.filled[k].clone()
+        buffer.last_added_steps = self.last_added_steps
+        return buffer
+
     def sample(self, batch_size: int) -> Transitions:
         """``batch_size`` transitions per member, uniformly with replacement from its own."""
         u = self.draws.rand((batch_size,), self.device)

@@ -128,3 +128,42 @@ def test_norms_runs_every_kind_and_rliable_aggregates_them(tmp_path: Path) -> No
     readme = (tmp_path / "norms" / "README.md").read_text()
     for kind in norm.names():
         assert f"| {kind} |" in readme
+
+
+def test_the_seeds_of_a_variant_train_as_one_population() -> None:
+    """Seeds of an off-policy variant built by its registered class form one group; a
+    reproduction's unsafe variant (its own agent factory) and PPO train one seed per
+    process."""
+    from rlnorm.reproduce import norms as norms_study
+    from rlnorm.reproduce import perils_shared_stats, runner
+
+    trials = perils_shared_stats.trials(3, "tiny")
+    for group in runner.populations(trials):
+        variants = {trials[i].variant for i in group}
+        assert len(variants) == 1
+        together = trials[group[0]].make_agent is None
+        assert [trials[i].seed for i in group] == ([0, 1, 2] if together else [trials[group[0]].seed])
+    study = norms_study.trials(2, "quick")
+    for group in runner.populations(study):
+        assert len(group) == (1 if study[group[0]].agent == "ppo" else 2)
+
+
+def test_a_population_measures_each_seed_as_its_own_trial_would() -> None:
+    """In float64 (see tests/test_population.py), the rows of seeds trained together equal
+    those of the same trials trained one per process."""
+    import torch
+
+    from rlnorm.reproduce import crossq, runner
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        trials = [t for t in crossq.trials(2, "tiny") if t.variant == crossq.trials(1, "tiny")[0].variant]
+        together = runner.train_population(trials)
+        alone = [runner.train_trial(t) for t in trials]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for pop, single in zip(together, alone, strict=True):
+        for key in ("seed", "steps", "has_target_network"):
+            assert pop.row[key] == single.row[key]
+        assert pop.row["final_return"] == pytest.approx(single.row["final_return"], abs=1e-4)
+        assert pop.row["auc"] == pytest.approx(single.row["auc"], abs=1e-4)

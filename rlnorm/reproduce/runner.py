@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from rlnorm.audit import audit
 from rlnorm.diagnostics import StreamWatch
 from rlnorm.errors import UnknownNameError
 from rlnorm.learner import Learner
+from rlnorm.population import PopulationLearner, population_supported
 from rlnorm.rollout import evaluate, uniform_actions
 from rlnorm.safety import training
 
@@ -148,6 +149,70 @@ def train_trial(trial: Trial) -> TrialResult:
             result = learner.train()
         wall = time.perf_counter() - start
         lines = (Path(run_dir) / "eval.jsonl").read_text().splitlines()
+    result_row = _measured(
+        trial, agent, eval_env, lines, caught, result.env_steps, result.final_eval, wall
+    )
+    env.close()
+    eval_env.close()
+    return result_row
+
+
+def train_population(trials: Sequence[Trial]) -> list[TrialResult]:
+    """Train trials that differ only in their seed as one population in this process
+    (:mod:`rlnorm.population`: member ``k`` is the run of seed ``k``); each member is then
+    measured like a trial of its own. ``wall_s`` is the population's wall time shared out
+    evenly over its members."""
+    torch.set_num_threads(1)
+    first = trials[0]
+    cfg = run_config(first)
+
+    def make_env(num_envs: int) -> Any:
+        return envs.make(cfg.env, num_envs=num_envs, backend=first.backend)
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="rlnorm-reproduce-") as tmp:
+        run_dirs = [Path(tmp, f"seed{t.seed}") for t in trials]
+        learner = PopulationLearner(
+            agents.get(first.agent),
+            cfg,
+            [t.seed for t in trials],
+            run_dirs,
+            Path(tmp, "population"),
+            make_env,
+            quiet=True,
+        )
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            population = learner.train()
+        wall = (time.perf_counter() - start) / len(trials)
+        for k, (trial, member) in enumerate(zip(trials, population.members, strict=True)):
+            agent = learner.agents[k]
+            agent.replay = learner.member_replay(k)  # type: ignore[attr-defined]
+            lines = (member.run_dir / "eval.jsonl").read_text().splitlines()
+            eval_env = learner.eval_envs[k]
+            results.append(
+                _measured(
+                    trial, agent, eval_env, lines, caught, population.env_steps,
+                    member.final_eval, wall,
+                )
+            )  # fmt: skip
+            agent.replay = None  # type: ignore[attr-defined]
+    return results
+
+
+def _measured(
+    trial: Trial,
+    agent: Agent,
+    eval_env: Any,
+    lines: list[str],
+    caught: list[warnings.WarningMessage],
+    env_steps: int,
+    final: Any,
+    wall: float,
+) -> TrialResult:
+    """A trained trial's row and curve from its evaluation log and the warnings its
+    training raised."""
     records = [json.loads(line) for line in lines]
     first_update = [str(w.message) for w in caught if str(w.message).startswith("audit:")]
     steps = np.array([r["step"] for r in records], dtype=float)
@@ -158,9 +223,9 @@ def train_trial(trial: Trial) -> TrialResult:
         "agent": trial.agent,
         "norm": trial.norm,
         "seed": trial.seed,
-        "steps": result.env_steps,
-        "final_return": result.final_eval.mean,
-        "final_std": result.final_eval.std,
+        "steps": env_steps,
+        "final_return": final.mean,
+        "final_std": final.std,
         "auc": area_under_curve(steps, means),
         "wall_s": round(wall, 2),
         "audit_first_update": "\n".join(dict.fromkeys(first_update)),
@@ -172,8 +237,6 @@ def train_trial(trial: Trial) -> TrialResult:
         {"variant": trial.variant, "env": trial.env, "seed": trial.seed, "step": s, "return": m}
         for s, m in zip(steps.tolist(), means.tolist(), strict=True)
     ]
-    env.close()
-    eval_env.close()
     return TrialResult(row, curve)
 
 
@@ -201,26 +264,55 @@ def _init_worker() -> None:
     warnings.simplefilter("ignore")
 
 
+def populations(trials: Sequence[Trial]) -> list[list[int]]:
+    """The trials' indices grouped into what one process trains: trials that differ only
+    in their seed, of an agent :mod:`rlnorm.population` trains as a population and built by
+    its registered class (not a reproduction's unsafe variant), form one group; every
+    other trial is a group of its own."""
+    groups: dict[Any, list[int]] = {}
+    for i, trial in enumerate(trials):
+        together = trial.make_agent is None and population_supported(agents.get(trial.agent))
+        key = replace(trial, seed=-1) if together else i
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _run_group(task: Callable[[Trial], TrialResult], group: list[Trial]) -> list[TrialResult]:
+    return train_population(group) if len(group) > 1 else [task(group[0])]
+
+
 def run_trials(
     trials: Sequence[Trial],
     workers: int = 1,
     desc: str = "",
     task: Callable[[Trial], TrialResult] = train_trial,
+    together: bool = True,
 ) -> list[TrialResult]:
     """Run ``task`` on every trial, ``workers`` processes at a time, with a progress bar;
-    results come back in the order of ``trials``."""
+    results come back in the order of ``trials``. With ``together`` (and the default
+    task), the seeds of a variant train as one population (:func:`populations`)."""
+    groups = populations(trials) if together and task is train_trial else [
+        [i] for i in range(len(trials))
+    ]
     results: list[TrialResult | None] = [None] * len(trials)
     bar = tqdm(total=len(trials), desc=desc, unit="run", leave=True)
+
+    def done(group: list[int], group_results: list[TrialResult]) -> None:
+        for i, result in zip(group, group_results, strict=True):
+            results[i] = result
+        bar.update(len(group))
+
     if workers <= 1:
-        for i, trial in enumerate(trials):
-            results[i] = task(trial)
-            bar.update()
+        for group in groups:
+            done(group, _run_group(task, [trials[i] for i in group]))
     else:
         with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            futures = {pool.submit(task, trial): i for i, trial in enumerate(trials)}
+            futures = {
+                pool.submit(_run_group, task, [trials[i] for i in group]): j
+                for j, group in enumerate(groups)
+            }
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update()
+                done(groups[futures[future]], future.result())
     bar.close()
     return [r for r in results if r is not None]
 
