@@ -260,6 +260,8 @@ def _stack(modules: list[nn.Module], path: str, done: dict[tuple[int, ...], nn.M
     if key in done:  # a module reached twice (shared, tied) is stacked once
         return done[key]
     first, where, k = modules[0], path or "<root>", len(modules)
+    if isinstance(first, MemberModule) or hasattr(first, MEMBERS_ATTR):
+        raise TypeError(f"{where}: {type(first).__name__} is member-batched already")
     base = _base_type(first)
     name = f"{base.__module__}.{base.__qualname__}"
     if parametrize.is_parametrized(first):

@@ -29,7 +29,7 @@ from rlnorm import norm as norms
 from rlnorm.agents.offpolicy import SquashedGaussianActor, Temperature, mlp_critics
 from rlnorm.agents.ppo import Policy, PPOConfig, entropy, log_prob
 from rlnorm.audit import audit
-from rlnorm.layers import BatchRenorm1d, weight_normed_linear
+from rlnorm.layers import BatchRenorm1d, CosineLinear, weight_normed_linear
 from rlnorm.nets import crossq_layout, joint_forward, mlp
 from rlnorm.safety import acting, frozen_statistics, label_layers, training
 from rlnorm.streams import StreamWatch, stream_gap
@@ -179,6 +179,39 @@ CASES = [
 ]
 
 
+def check_population(stacked: nn.Module, singles: list[nn.Module], call: Callable) -> None:
+    """Train-mode passes with a backward each, then eval mode, then frozen statistics:
+    outputs, gradients, parameters and buffers of member k against module k's."""
+    gen = torch.Generator().manual_seed(1234)
+    for _ in range(4):
+        x = member_inputs(gen)
+        with training(stacked, *singles):
+            out = call(stacked, x)
+            stacked_loss(out).backward()
+            outs = [call(m, x[k]) for k, m in enumerate(singles)]
+            for o in outs:
+                single_loss(o).backward()
+        assert_outputs_match(out, outs)
+        assert_members_match(stacked, singles, grads=True)
+        for m in (stacked, *singles):
+            m.zero_grad(set_to_none=True)
+    x = member_inputs(gen)
+    with acting(stacked, *singles):
+        outs = [call(m, x[k]) for k, m in enumerate(singles)]
+        assert_outputs_match(call(stacked, x), outs)
+    before = {n: t.clone() for n, t in named(stacked).items()}
+    with training(stacked, *singles), frozen_statistics(stacked, *singles):
+        out = call(stacked, x)
+        stacked_loss(out).backward()
+        outs = [call(m, x[k]) for k, m in enumerate(singles)]
+        for o in outs:
+            single_loss(o).backward()
+    assert_outputs_match(out, outs)
+    assert_members_match(stacked, singles, grads=True)
+    for name, t in named(stacked).items():  # frozen: no statistic moved
+        assert torch.equal(t, before[name]), name
+
+
 #: use_cumulative_statistics changes only mode-dependent kinds: the others run once
 STATISTICS = [
     pytest.param(norm, cumulative, id=f"{norm}-{'cumulative' if cumulative else 'ema'}")
@@ -201,34 +234,7 @@ def test_no_statistics_cross_members(norm: str, cumulative: bool, case: Case) ->
     if cumulative:  # after stacking: the registry must find the member layers
         for m in (stacked, *singles):
             norms.use_cumulative_statistics(m)
-    gen = torch.Generator().manual_seed(1234)
-    for _ in range(4):
-        x = member_inputs(gen)
-        with training(stacked, *singles):
-            out = case.call(stacked, x)
-            stacked_loss(out).backward()
-            outs = [case.call(m, x[k]) for k, m in enumerate(singles)]
-            for o in outs:
-                single_loss(o).backward()
-        assert_outputs_match(out, outs)
-        assert_members_match(stacked, singles, grads=True)
-        for m in (stacked, *singles):
-            m.zero_grad(set_to_none=True)
-    x = member_inputs(gen)
-    with acting(stacked, *singles):
-        outs = [case.call(m, x[k]) for k, m in enumerate(singles)]
-        assert_outputs_match(case.call(stacked, x), outs)
-    before = {n: t.clone() for n, t in named(stacked).items()}
-    with training(stacked, *singles), frozen_statistics(stacked, *singles):
-        out = case.call(stacked, x)
-        stacked_loss(out).backward()
-        outs = [case.call(m, x[k]) for k, m in enumerate(singles)]
-        for o in outs:
-            single_loss(o).backward()
-    assert_outputs_match(out, outs)
-    assert_members_match(stacked, singles, grads=True)
-    for name, t in named(stacked).items():  # frozen: no statistic moved
-        assert torch.equal(t, before[name]), name
+    check_population(stacked, singles, case.call)
     if norms.get(norm).mode_dependent and case.name == "mlp":
         # the members' statistics are far apart: pooling them would have failed above
         means = next(m for m in stacked.modules() if norms.uses_running_statistics(m))
@@ -345,6 +351,50 @@ def test_unstack_and_load_member_are_bit_exact(norm: str, structure: str) -> Non
     for name, t in named(stacked).items():
         if t.shape == others[name].shape and t.dim() and t.shape[0] == K:
             assert torch.equal(t[0], others[name][0]) and torch.equal(t[2], others[name][2])
+
+
+TORCH_LAYERS = {
+    "BatchNorm1d": lambda: nn.BatchNorm1d(8),
+    "BatchNorm1d_momentum_none": lambda: nn.BatchNorm1d(8, momentum=None),
+    "BatchNorm1d_no_affine": lambda: nn.BatchNorm1d(8, affine=False),
+    "BatchNorm1d_no_running_stats": lambda: nn.BatchNorm1d(8, track_running_stats=False),
+    "LayerNorm_no_affine": lambda: nn.LayerNorm(8, elementwise_affine=False),
+    "LayerNorm_no_bias": lambda: nn.LayerNorm(8, bias=False),
+    "Linear_no_bias": lambda: nn.Linear(8, 8, bias=False),
+    "CosineLinear_paper": lambda: CosineLinear(8, 8),
+    "Dropout_p0": lambda: nn.Dropout(0.0),
+}
+
+
+@pytest.mark.parametrize("layer", list(TORCH_LAYERS))
+def test_torch_layers_and_their_options(layer: str) -> None:
+    """torch's own BatchNorm1d (no guard, no last-batch record: those buffers are left
+    out when unstacking), without affine or running statistics, LayerNorm without affine
+    or bias, Linear without bias, the paper's CosineLinear, a parameterless layer."""
+
+    def factory() -> nn.Module:
+        return nn.Sequential(nn.Linear(F, 8), TORCH_LAYERS[layer](), nn.Tanh())
+
+    singles = build(factory)
+    stacked = members.stack(singles)
+    check_population(stacked, singles, lambda m, x: m(x))
+    mine = named(stacked)
+    for k in range(K):
+        (fresh,) = build(factory, [50])
+        members.unstack(stacked, k, fresh)
+        assert list(fresh.state_dict()) == list(singles[k].state_dict())
+        for key, value in fresh.state_dict().items():
+            assert torch.equal(value, member_slice(mine[key], k, value)), key
+
+
+def test_linear_layers_take_extra_sample_dims() -> None:
+    """``[K, T, B, F]`` through Linear, LayerNorm, RMSNorm and CosineLinear, per member."""
+    for norm in ("layer", "rms", "cosine", "weight"):
+        singles = build(lambda n=norm: mlp(F, 2, (8,), n))
+        stacked = members.stack(singles)
+        x = torch.randn(K, 2, 3, F, dtype=DT)
+        with torch.no_grad():
+            assert_outputs_match(stacked(x), [m(x[k]) for k, m in enumerate(singles)])
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -530,6 +580,12 @@ def test_stack_refuses_modules_that_differ() -> None:
 def test_stack_refuses_layers_it_cannot_batch(module: nn.Module, message: str) -> None:
     with pytest.raises(TypeError, match=message):
         members.stack([module, copy.deepcopy(module)])
+
+
+def test_stack_refuses_a_stack() -> None:
+    stacked = members.stack([mlp(F, 2, (8,), "batch") for _ in range(2)])
+    with pytest.raises(TypeError, match="<root>: MLP is member-batched already"):
+        members.stack([stacked, copy.deepcopy(stacked)])
 
 
 def test_weight_norm_is_torchs_per_member() -> None:
