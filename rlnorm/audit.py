@@ -40,6 +40,7 @@ from rlnorm import norm as norms
 from rlnorm.agent import AgentLookup
 from rlnorm.diagnostics import layer_drift
 from rlnorm.layers import BatchRenorm1d
+from rlnorm.member_layers import MemberBatchRenorm1d
 from rlnorm.meta import CheckpointMeta
 from rlnorm.norm import Modules, named_layers, named_roots
 from rlnorm.streams import StreamWatch
@@ -175,7 +176,7 @@ def _norm_layer(
         )
     if norms.uses_running_statistics(layer):
         findings += _statistics(path, layer, name)
-    if isinstance(layer, BatchRenorm1d):
+    if isinstance(layer, BatchRenorm1d | MemberBatchRenorm1d):
         findings += _renorm_schedule(path, layer, progress, configured_warmup)
     return findings
 
@@ -247,7 +248,10 @@ def _statistics(path: str, layer: nn.Module, name: str) -> list[Finding]:
 
 
 def _renorm_schedule(
-    path: str, layer: BatchRenorm1d, progress: float | None, configured_warmup: int | None
+    path: str,
+    layer: BatchRenorm1d | MemberBatchRenorm1d,
+    progress: float | None,
+    configured_warmup: int | None,
 ) -> list[Finding]:
     passes = int(layer.num_batches_tracked)
     warmup, full = layer.warmup_steps, layer.warmup_steps + layer.relax_steps

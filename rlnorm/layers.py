@@ -106,6 +106,17 @@ class GuardedBatchNorm1d(BatchGuard, LastBatch, nn.BatchNorm1d):
         return output
 
 
+def renorm_clip_limits(layer: Any, passes: int) -> tuple[float, float]:
+    """Batch Renorm's ``(r_max, d_max)`` for the next train-mode pass of ``layer`` (its
+    ``warmup_steps``, ``relax_steps``, ``r_max``, ``d_max``) after ``passes`` passes."""
+    # passes after warm-up, this one included; the first warmup_steps passes are warm-up
+    past = passes - layer.warmup_steps + 1
+    if past <= 0:
+        return 1.0, 0.0
+    frac = 1.0 if layer.relax_steps == 0 else min(1.0, past / layer.relax_steps)
+    return 1.0 + (layer.r_max - 1.0) * frac, layer.d_max * frac
+
+
 class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
     """Batch Renormalization (Ioffe 2017) over ``(N, C)`` or ``(N, C, L)`` inputs.
 
@@ -158,12 +169,7 @@ class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
 
     def clip_limits(self) -> tuple[float, float]:
         """The ``(r_max, d_max)`` for the next train-mode pass (``(1, 0)`` during warm-up)."""
-        # passes after warm-up, this one included; the first warmup_steps passes are warm-up
-        past = int(self.num_batches_tracked) - self.warmup_steps + 1
-        if past <= 0:
-            return 1.0, 0.0
-        frac = 1.0 if self.relax_steps == 0 else min(1.0, past / self.relax_steps)
-        return 1.0 + (self.r_max - 1.0) * frac, self.d_max * frac
+        return renorm_clip_limits(self, int(self.num_batches_tracked))
 
     def _shape(self, t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
         return t.view(1, -1, 1) if input.dim() == 3 else t

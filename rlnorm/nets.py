@@ -157,19 +157,29 @@ def joint_forward(
     In train mode every batch-dependent layer then normalizes all streams with one set of
     batch statistics, so the running statistics converge to the mixture the net is trained
     on, and (s, a) and (s', a') in a critic see the same normalization (CrossQ's trick).
+
+    The inputs are flat features, merged along their sample dimension, the second-to-last
+    (``[B, F]``: dim 0; a member-batched ``[K, B, F]`` of :mod:`rlnorm.members`: dim 1, so
+    each member's streams are merged with its own); the outputs are split along the same
+    dimension (counted from the front, so an output ``[B]`` or ``[B, n]`` splits at 0).
     """
     if not inputs:
         raise ValueError("joint_forward needs at least one input")
-    sizes = tuple(x.shape[0] for x in inputs)
+    dim = max(inputs[0].dim() - 2, 0)
+    if any(x.dim() != inputs[0].dim() for x in inputs):
+        shapes = [tuple(x.shape) for x in inputs]
+        raise ValueError(f"joint_forward needs inputs of one number of dimensions, got {shapes}")
+    sizes = tuple(x.shape[dim] for x in inputs)
     token = _JOINT_SIZES.set(sizes)
     try:
-        return tuple(net(torch.cat(inputs), **kwargs).split(sizes))
+        return tuple(net(torch.cat(inputs, dim), **kwargs).split(sizes, dim))
     finally:
         _JOINT_SIZES.reset(token)
 
 
 def joint_sizes() -> tuple[int, ...] | None:
-    """Inside :func:`joint_forward`, the batch sizes of its inputs in order; else ``None``.
+    """Inside :func:`joint_forward`, the batch sizes of its inputs in order (along their
+    sample dimension); else ``None``.
 
     Lets a diagnostic that watches a layer (:class:`rlnorm.streams.StreamWatch`) split
     the merged batch back into its streams and measure how far apart they are.

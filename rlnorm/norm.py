@@ -22,6 +22,13 @@ from rlnorm.layers import (
     RMSNorm,
     weight_normed_linear,
 )
+from rlnorm.member_layers import (
+    MemberBatchNorm1d,
+    MemberBatchRenorm1d,
+    MemberCosineLinear,
+    MemberLayerNorm,
+    MemberRMSNorm,
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,8 @@ class NormKind:
         mode_dependent: do the train-mode and eval-mode outputs differ?
         description: one line for ``rlnorm list``.
         layer_types: module types recognized as this kind wherever they appear (a user's
-            own net, a stable-baselines3 policy), for audits and diagnostics.
+            own net, a stable-baselines3 policy, a member-batched population built by
+            :func:`rlnorm.members.stack`), for audits and diagnostics.
     """
 
     name: str
@@ -133,7 +141,7 @@ register(
         batch_dependent=True,
         mode_dependent=True,
         description="BatchNorm1d: batch statistics in train mode, running statistics in eval mode",
-        layer_types=(nn.modules.batchnorm._BatchNorm,),
+        layer_types=(nn.modules.batchnorm._BatchNorm, MemberBatchNorm1d),
     )
 )
 register(
@@ -143,7 +151,7 @@ register(
         batch_dependent=False,
         mode_dependent=False,
         description="LayerNorm: per-sample statistics, one path in train and eval mode",
-        layer_types=(nn.LayerNorm,),
+        layer_types=(nn.LayerNorm, MemberLayerNorm),
     )
 )
 register(
@@ -153,7 +161,7 @@ register(
         batch_dependent=True,
         mode_dependent=True,
         description="Batch Renormalization: batch statistics corrected towards running ones",
-        layer_types=(BatchRenorm1d,),
+        layer_types=(BatchRenorm1d, MemberBatchRenorm1d),
     )
 )
 register(
@@ -173,7 +181,7 @@ register(
         batch_dependent=False,
         mode_dependent=False,
         description="cosine normalization: pre-activation = scale * cos((w, b), (x, 1))",
-        layer_types=(CosineLinear,),
+        layer_types=(CosineLinear, MemberCosineLinear),
         linear=CosineLinear.for_mlp,
     )
 )
@@ -184,7 +192,7 @@ register(
         batch_dependent=False,
         mode_dependent=False,
         description="RMSNorm: per-sample root-mean-square scaling, one path in train and eval",
-        layer_types=(RMSNorm,),
+        layer_types=(RMSNorm, MemberRMSNorm),
     )
 )
 

@@ -19,20 +19,22 @@ import torch
 from torch import nn
 
 from rlnorm import norm as norms
+from rlnorm.member_layers import MemberModule
 from rlnorm.metrics import STREAM_GAP, as_floats, per_layer
 from rlnorm.nets import StreamNorm, joint_sizes
 from rlnorm.norm import Modules, named_layers, statistics_layers
 
 
-def _batch_statistics(input: torch.Tensor, eps: float) -> torch.Tensor:
+def _batch_statistics(input: torch.Tensor, eps: float, members: bool = False) -> torch.Tensor:
     """Per-feature mean and inverse standard deviation ``1 / sqrt(var + eps)`` (biased),
     stacked ``(2, C)``, of an ``(N, C)`` or ``(N, C, L)`` batch: what BatchNorm's train mode
     computes. Two passes: as accurate as ``torch.var_mean`` and, reducing over the batch
-    dimension, several times faster on CPU."""
-    dims = (0, 2) if input.dim() == 3 else (0,)
+    dimension, several times faster on CPU. With ``members``, a member-batched ``(K, N, C)``
+    batch: statistics over N, per member and feature, stacked ``(2, K * C)``."""
+    dims = (1,) if members else (0, 2) if input.dim() == 3 else (0,)
     mean = input.mean(dims, keepdim=True)
     var = (input - mean).square().mean(dims)
-    return torch.stack((mean.flatten(), (var + eps).rsqrt()))
+    return torch.stack((mean.flatten(), (var + eps).rsqrt().flatten()))
 
 
 def _max_pair_gap(
@@ -96,6 +98,11 @@ class StreamWatch:
     batches of one distribution give nearly 0 whatever their size (up to about 0.2, the
     largest of many pairs of a few hundred rows, where features are strongly correlated).
 
+    On a member-batched layer (:mod:`rlnorm.members`, input ``[K, B, F]``) each pass's
+    statistics are per member and feature and the distance averages over both: a gap
+    between two passes is their distance pooled over the members (the members' own
+    distributions are never compared with each other).
+
     Limits: it sees passes, not streams: separate passes are compared pairwise, so it finds
     that a layer saw several distributions, not which caller sent which. A distribution
     that changes within the watched window looks like several streams. The noise correction
@@ -136,24 +143,30 @@ class StreamWatch:
             x = args[0]
             if len(records) >= self.max_calls or x.dim() not in (2, 3):
                 return
-            per_row = math.prod(x.shape[2:])
+            # samples along dim 0 (and L of (N, C, L)); a member layer's [K, B, F]: dim 1
+            members = isinstance(layer, MemberModule)
+            dim, per_row = (1, 1) if members else (0, math.prod(x.shape[2:]))
             eps = getattr(layer, "eps", 1e-5)
             sizes = joint_sizes()
-            if sizes is not None and len(sizes) > 1 and sum(sizes) == x.shape[0]:
+            if sizes is not None and len(sizes) > 1 and sum(sizes) == x.shape[dim]:
                 self._joint.add(path)
                 with torch.no_grad():
-                    for part in x.split(sizes):
-                        if part.shape[0] * per_row >= 2:
-                            stats = _batch_statistics(part, eps)
-                            records.append((stats, part.shape[0] * per_row, self.calls[path]))
+                    for part in x.split(sizes, dim):
+                        if part.shape[dim] * per_row >= 2:
+                            stats = _batch_statistics(part, eps, members)
+                            records.append((stats, part.shape[dim] * per_row, self.calls[path]))
             elif getattr(layer, "last_mean", None) is not None:
                 stats = torch.stack(
-                    (norms.buffer(layer, "last_mean"), norms.buffer(layer, "last_invstd"))
+                    (
+                        norms.buffer(layer, "last_mean").flatten(),
+                        norms.buffer(layer, "last_invstd").flatten(),
+                    )
                 )
-                records.append((stats, x.shape[0] * per_row, -1))
+                records.append((stats, x.shape[dim] * per_row, -1))
             else:
                 with torch.no_grad():
-                    records.append((_batch_statistics(x, eps), x.shape[0] * per_row, -1))
+                    stats = _batch_statistics(x, eps, members)
+                    records.append((stats, x.shape[dim] * per_row, -1))
 
         return hook
 
@@ -196,8 +209,9 @@ def stream_gap_tensors(
 ) -> dict[str, torch.Tensor]:
     gaps: dict[str, torch.Tensor] = {}
     for path, members in stream_norms.items():
-        mean = torch.stack([norms.buffer(m, "running_mean") for m in members])
-        var = torch.stack([norms.buffer(m, "running_var") for m in members])
+        # flattened: a member-batched layer's [K, F] statistics count as K * F features
+        mean = torch.stack([norms.buffer(m, "running_mean").flatten() for m in members])
+        var = torch.stack([norms.buffer(m, "running_var").flatten() for m in members])
         pairs = torch.ones(len(members), len(members), dtype=torch.bool, device=mean.device)
         eps = getattr(members[0], "eps", 1e-5)
         exact = torch.full((len(members),), math.inf, device=mean.device)
