@@ -145,9 +145,7 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = self.body(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(
-        self, obs: torch.Tensor, draws: Draws = GLOBAL
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, obs: torch.Tensor, draws: Draws = GLOBAL) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized action in ``(-1, 1)`` and its log-probability, summed over
         action dimensions (the tanh's change of variables included); the noise comes from
         ``draws`` (a population's member generators, or torch's global one)."""

@@ -59,7 +59,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             single_wall, single_returns = train(agent, args.steps, None, Path(tmp))
         print(f"{agent}: one seed alone {single_wall:.1f} s, final {single_returns[0]:.1f}")
-        rows.append((agent, "1 (alone)", single_wall, 1.0, args.steps / single_wall, single_returns))
+        rows.append(
+            (agent, "1 (alone)", single_wall, 1.0, args.steps / single_wall, single_returns)
+        )
         for size in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 wall, returns = train(agent, args.steps, f"0-{size - 1}", Path(tmp))

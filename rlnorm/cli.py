@@ -61,8 +61,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args, device)
     if args.seeds is not None and (args.seed is not None or args.run_dir is not None):
-        raise ConfigError("--seeds names every member's seed and run directory: leave out "
-                          "--seed and --run-dir")
+        raise ConfigError(
+            "--seeds names every member's seed and run directory: leave out --seed and --run-dir"
+        )
     agent_name, env_id = args.agent or "ppo", args.env or "CartPole-v1"
     # Fail early, before anything is written, on an unknown env or backend.
     envs.make(env_id, num_envs=1, backend=args.backend).close()
@@ -152,8 +153,8 @@ def _train_population(
             f"seed {member.seed}: final evaluation {final.mean:.2f} +- {final.std:.2f} over "
             f"{len(final.returns)} episodes   ({rlnorm} eval {member.last_checkpoint})"
         )
-    tensorboard = _program("tensorboard")
-    print(f"TensorBoard logs:  {Path('runs', *parts)}   (view: {tensorboard} --logdir {Path('runs', *parts)})")
+    logs = Path("runs", *parts)
+    print(f"TensorBoard logs:  {logs}   (view: {_program('tensorboard')} --logdir {logs})")
     return 0
 
 

@@ -64,8 +64,10 @@ class MemberDraws(Draws):
         return rows // len(self.generators)
 
     def randn_like(self, like: torch.Tensor) -> torch.Tensor:
-        shape, factory = like.shape[1:], {"dtype": like.dtype, "device": like.device}
-        return torch.stack([torch.randn(shape, generator=g, **factory) for g in self.generators])
+        shape, dtype, device = like.shape[1:], like.dtype, like.device
+        return torch.stack(
+            [torch.randn(shape, generator=g, dtype=dtype, device=device) for g in self.generators]
+        )
 
     def rand(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         return torch.stack([torch.rand(shape, generator=g, device=device) for g in self.generators])

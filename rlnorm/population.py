@@ -55,7 +55,6 @@ from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
 from rlnorm.safety import training
 
-
 _OFF_POLICY_ONLY = (
     "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
     "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
@@ -95,14 +94,21 @@ class MemberEnvs(TorchVecEnv):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         if seed is not None:
             raise ValueError("a population's env resets each member with its own seed")
-        obs = [env.reset(seed=s, options=options)[0] for env, s in zip(self.envs, self.seeds)]
+        obs = [
+            env.reset(seed=s, options=options)[0]
+            for env, s in zip(self.envs, self.seeds, strict=True)
+        ]
         return torch.cat(obs), {}
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        steps = [env.step(a) for env, a in zip(self.envs, actions.split(self.per_member))]
-        obs, reward, terminated, truncated = (torch.cat(parts) for parts in list(zip(*steps))[:4])
+        steps = [
+            env.step(a) for env, a in zip(self.envs, actions.split(self.per_member), strict=True)
+        ]
+        obs, reward, terminated, truncated = (
+            torch.cat(parts) for parts in list(zip(*steps, strict=True))[:4]
+        )
         return obs, reward, terminated, truncated, {}
 
     def close(self) -> None:
@@ -124,15 +130,14 @@ def stack_agents(
     population.draws = MemberDraws(generators)
     population.counters = {}
     stacked = {
-        name: members.stack([agent.modules()[name] for agent in agents])
-        for name in first.modules()
+        name: members.stack([agent.modules()[name] for agent in agents]) for name in first.modules()
     }
     for name, module in stacked.items():
         setattr(population, name, module)
     for attr, optimizer in list(vars(first).items()):
         if isinstance(optimizer, torch.optim.Optimizer):
             setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
-    population.replay = MemberReplay(  # type: ignore[attr-defined]
+    population.replay = MemberReplay(
         len(agents),
         capacity,
         first.observation_space,
@@ -272,7 +277,7 @@ class PopulationLearner:
 
     def _evaluate(self, episodes: int, monitors: list[Monitor]) -> list[EvalResult]:
         results = []
-        for k, (agent, cfg) in enumerate(zip(self.agents, self.configs)):
+        for k, (agent, cfg) in enumerate(zip(self.agents, self.configs, strict=True)):
             unstack_agent(self.population, k, agent)
             result = evaluate(agent, self.eval_envs[k], episodes, seed=cfg.eval_seed)
             record = {
@@ -368,7 +373,9 @@ class PopulationLearner:
                 sps = self.env_steps * len(self.configs) / (time.perf_counter() - start)
                 returns = self.rollouts.episode_returns
                 if returns and monitor.due(self.env_steps):
-                    monitor.record({"rollout/episode_return": sum(returns) / len(returns)}, self.env_steps)
+                    monitor.record(
+                        {"rollout/episode_return": sum(returns) / len(returns)}, self.env_steps
+                    )
                     monitor.flush(self.env_steps)
                 monitor.progress(self.env_steps, sps, returns[-1] if returns else None)
                 if self.env_steps >= cfg.total_steps:
@@ -384,7 +391,7 @@ class PopulationLearner:
             finals = self._evaluate(cfg.final_eval_episodes, member_monitors)
             wall = time.perf_counter() - start
             results = []
-            for k, (final, run_dir) in enumerate(zip(finals, self.run_dirs)):
+            for k, (final, run_dir) in enumerate(zip(finals, self.run_dirs, strict=True)):
                 last = self._save(k, "last")
                 summary = {
                     "env_steps": self.env_steps,

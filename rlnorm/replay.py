@@ -190,8 +190,10 @@ class MemberReplay:
         the order its own run stores them (time-major)."""
         steps, n = value.shape[0], value.shape[1] // self.members
         rest = value.shape[2:]
-        return value.reshape(steps, self.members, n, *rest).transpose(0, 1).reshape(
-            self.members, steps * n, *rest
+        return (
+            value.reshape(steps, self.members, n, *rest)
+            .transpose(0, 1)
+            .reshape(self.members, steps * n, *rest)
         )
 
     def add(self, rollout: Rollout) -> None:

@@ -273,9 +273,7 @@ class RolloutManager:
                     normalizer.update(obs)
                     obs = normalizer(obs)
                 out = (
-                    ActOutput(
-                        uniform_actions(env.single_action_space, n, env.device, self._draws)
-                    )
+                    ActOutput(uniform_actions(env.single_action_space, n, env.device, self._draws))
                     if random_actions
                     else self.agent.act(obs)
                 )

@@ -35,7 +35,11 @@ SMALL = [
 CASES = {
     # agent, norm, overrides: every off-policy algorithm and both batch-dependent norms
     "sac-batch": ("sac", "batch", ["agent.hidden=[16,16]"]),
-    "sac-layer-separate": ("sac", "layer", ["agent.hidden=[16,16]", "agent.critic_streams=separate"]),
+    "sac-layer-separate": (
+        "sac",
+        "layer",
+        ["agent.hidden=[16,16]", "agent.critic_streams=separate"],
+    ),
     "td3-ddpg-batch": (
         "td3",
         "batch",
@@ -44,7 +48,11 @@ CASES = {
     "crossq-batch_renorm": (
         "crossq",
         "batch_renorm",
-        ["agent.actor_hidden=[16,16]", "agent.critic_hidden=[32,32]", "agent.renorm_warmup_steps=3"],
+        [
+            "agent.actor_hidden=[16,16]",
+            "agent.critic_hidden=[32,32]",
+            "agent.renorm_warmup_steps=3",
+        ],
     ),
 }
 #: learning_starts 24 over 2 sub-envs: 12 warm-up collections, then 7 updates (at 24..36)
@@ -116,7 +124,11 @@ def test_each_member_has_the_weights_of_its_single_seed_run(
             assert expected.keys() == got.keys()
             for key, value in expected.items():
                 torch.testing.assert_close(
-                    got[key].to(value.dtype), value, atol=1e-6, rtol=0, msg=f"{case} {seed} {name}.{key}"
+                    got[key].to(value.dtype),
+                    value,
+                    atol=1e-6,
+                    rtol=0,
+                    msg=f"{case} {seed} {name}.{key}",
                 )
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
@@ -138,17 +150,31 @@ def test_members_with_different_data_keep_their_own_statistics(tmp_path: Path) -
     assert not torch.allclose(means[0], means[1]) and not torch.allclose(means[1], means[2])
 
 
-def test_member_run_directories_are_ordinary_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_member_run_directories_are_ordinary_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``rlnorm train --seeds`` writes one run directory per seed whose checkpoint
     ``rlnorm.load`` returns as an ordinary single agent and ``rlnorm eval``/``audit`` read."""
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--agent", "sac", "--env", "Pendulum-v1", "--norm", "batch", "--seeds", "2,4",
-            "--steps", str(STEPS), "--quiet"]
+    argv = [
+        "train",
+        "--agent",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--norm",
+        "batch",
+        "--seeds",
+        "2,4",
+        "--steps",
+        str(STEPS),
+        "--quiet",
+    ]
     argv += [f"--set={item}" for item in [*SMALL, *CASES["sac-batch"][2]]]
     assert cli.main(argv) == 0
     runs = sorted((tmp_path / "runs" / "sac" / "Pendulum-v1" / "batch").glob("seed*"))
     assert [run.name.split("-")[0] for run in runs] == ["seed2", "seed4"]
-    for run, seed in zip(runs, (2, 4)):
+    for run, seed in zip(runs, (2, 4), strict=True):
         assert f"# seed: {seed}\n" in (run / "config.yaml").read_text()
         agent = rlnorm.load(run / "checkpoints" / "last")
         assert agent.draws.members is None  # an ordinary single agent
@@ -180,6 +206,11 @@ def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
     cfg = _config("sac", "batch", ["agent.hidden=[16,16]", "train.normalize_obs=true"])
     with pytest.raises(ConfigError, match="normalize_obs"):
         PopulationLearner(
-            agents.get("sac"), cfg, [0, 1], [tmp_path / "a", tmp_path / "b"], tmp_path / "p", _make_env
+            agents.get("sac"),
+            cfg,
+            [0, 1],
+            [tmp_path / "a", tmp_path / "b"],
+            tmp_path / "p",
+            _make_env,
         )
     assert cli.main(["train", "--agent", "sac", "--seeds", "0-1", "--seed", "3"]) == 2

@@ -142,7 +142,9 @@ def test_the_seeds_of_a_variant_train_as_one_population() -> None:
         variants = {trials[i].variant for i in group}
         assert len(variants) == 1
         together = trials[group[0]].make_agent is None
-        assert [trials[i].seed for i in group] == ([0, 1, 2] if together else [trials[group[0]].seed])
+        assert [trials[i].seed for i in group] == (
+            [0, 1, 2] if together else [trials[group[0]].seed]
+        )
     study = norms_study.trials(2, "quick")
     for group in runner.populations(study):
         assert len(group) == (1 if study[group[0]].agent == "ppo" else 2)
@@ -157,7 +159,9 @@ def test_a_population_measures_each_seed_as_its_own_trial_would() -> None:
 
     torch.set_default_dtype(torch.float64)
     try:
-        trials = [t for t in crossq.trials(2, "tiny") if t.variant == crossq.trials(1, "tiny")[0].variant]
+        trials = [
+            t for t in crossq.trials(2, "tiny") if t.variant == crossq.trials(1, "tiny")[0].variant
+        ]
         together = runner.train_population(trials)
         alone = [runner.train_trial(t) for t in trials]
     finally:

@@ -291,9 +291,11 @@ def run_trials(
     """Run ``task`` on every trial, ``workers`` processes at a time, with a progress bar;
     results come back in the order of ``trials``. With ``together`` (and the default
     task), the seeds of a variant train as one population (:func:`populations`)."""
-    groups = populations(trials) if together and task is train_trial else [
-        [i] for i in range(len(trials))
-    ]
+    groups = (
+        populations(trials)
+        if together and task is train_trial
+        else [[i] for i in range(len(trials))]
+    )
     results: list[TrialResult | None] = [None] * len(trials)
     bar = tqdm(total=len(trials), desc=desc, unit="run", leave=True)
 
