@@ -255,6 +255,7 @@ class PopulationLearner:
         self.rollouts = RolloutManager(self.population, self.env)
         self.env_steps = self.updates = 0
         self.best_means = [-math.inf] * len(seeds)
+        self._params: list[torch.Tensor] | None = None
 
     # -- per member ------------------------------------------------------------------------
     def member_replay(self, k: int) -> ReplayBuffer:
@@ -299,20 +300,26 @@ class PopulationLearner:
         return results
 
     def _check_finite(self, metrics: dict[str, float]) -> None:
-        """Stop when a loss or a member's weights are not finite, naming the members."""
+        """Stop when a loss or a member's weights are not finite, naming the members. The
+        weights are checked in one pass (the largest ``|value|`` of every tensor, finite
+        exactly when all its values are) and split by member only when that fails."""
         bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
-        seeds = set()
-        for module in self.population.modules().values():
-            for param in module.parameters():
-                if param.dim() and param.shape[0] == len(self.configs):
-                    finite = param.detach().flatten(1).isfinite().all(1)
-                    seeds |= {self.configs[k].seed for k in (~finite).nonzero().flatten().tolist()}
-        if bad or seeds:
-            raise NonFiniteError(
-                f"non-finite {', '.join(bad) or 'weights'} after update {self.updates + 1} "
-                f"(env step {self.env_steps} per member); members with non-finite weights: "
-                f"seeds {sorted(seeds)}"
-            )
+        if self._params is None:
+            self._params = [
+                p for m in self.population.modules().values() for p in m.parameters() if p.numel()
+            ]
+        with torch.no_grad():
+            if not bad and bool(
+                torch.stack(torch._foreach_norm(self._params, math.inf)).isfinite().all()
+            ):
+                return
+            finite = torch.stack([p.flatten(1).isfinite().all(1) for p in self._params]).all(0)
+        seeds = [c.seed for c, ok in zip(self.configs, finite.tolist(), strict=True) if not ok]
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad) or 'weights'} after update {self.updates + 1} "
+            f"(env step {self.env_steps} per member); members with non-finite weights: "
+            f"seeds {seeds or 'none'}; each member's last good checkpoint is in its run directory"
+        )
 
     # -- the loop --------------------------------------------------------------------------
     def _update(self, diagnostics: NormDiagnostics) -> dict[str, float]:

@@ -214,3 +214,16 @@ def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
             _make_env,
         )
     assert cli.main(["train", "--agent", "sac", "--seeds", "0-1", "--seed", "3"]) == 2
+
+
+def test_a_non_finite_member_stops_the_population_naming_its_seed(tmp_path: Path) -> None:
+    from rlnorm.errors import NonFiniteError
+
+    agent, norm, extra = CASES["sac-batch"]
+    population = _population(tmp_path, agent, norm, extra)
+    population._check_finite({})  # all finite: nothing raised
+    weight = next(population.population.modules()["actor"].parameters())
+    with torch.no_grad():
+        weight[1].view(-1)[0] = float("nan")  # member 1 is seed 1
+    with pytest.raises(NonFiniteError, match=r"seeds \[1\]"):
+        population._check_finite({})
