@@ -169,6 +169,16 @@ class Agent:
         return (actions[0] if single else actions), state
 
 
+def network_dtype(agent: Agent) -> torch.dtype:
+    """The floating dtype of the agent's acting networks (float32 unless they were built
+    under another default dtype, as the float64 exactness checks build them)."""
+    for module in agent.acting_modules():
+        for param in module.parameters():
+            if param.is_floating_point():
+                return param.dtype
+    return torch.float32
+
+
 def act_in_eval_mode(agent: Agent, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
     """``agent.act`` on a batch of raw observations inside :func:`rlnorm.acting`: the one
     way a policy acts (observation normalization, when the agent has it, applied frozen).

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlnorm import config, plot_command, sweep
-from rlnorm.cli_parser import build_parser
+from rlnorm.cli_parser import build_parser, parse_seeds
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 from rlnorm.reproduce import command as reproduce_command
 
@@ -122,7 +122,7 @@ def _train_population(
     import dataclasses
 
     from rlnorm import agents, envs, rundir
-    from rlnorm.population import PopulationLearner, parse_seeds
+    from rlnorm.population import PopulationLearner
 
     seeds = parse_seeds(args.seeds)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rlnorm import plot_command, sweep
 from rlnorm.config import positive_int_argument
+from rlnorm.errors import ConfigError
 from rlnorm.reproduce import command as reproduce_command
 
 DESCRIPTION = "The rlnorm command: train, eval, audit, plot, list, reproduce, sweep."
@@ -147,3 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     plot_command.add_parser(sub)
     sweep.add_parser(sub)
     return parser
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"`` or ``"0,3,5"`` (or a mix, ``"0-3,8"``) as a list of distinct seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        low, sep, high = part.partition("-")
+        try:
+            chunk = list(range(int(low), int(high) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {text!r}: expected seeds like 0-7 or 0,3,5 (non-negative integers)"
+            ) from None
+        if not chunk or min(chunk) < 0:
+            raise ConfigError(f"--seeds {text!r}: {part!r} names no non-negative seed")
+        seeds += chunk
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} names a seed twice")
+    return seeds

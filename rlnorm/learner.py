@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from rlnorm import checkpoint, resume
-from rlnorm.agent import Agent, OffPolicy, OnPolicy
+from rlnorm.agent import Agent, OffPolicy, OnPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
@@ -56,16 +56,6 @@ class TrainResult:
     final_eval: EvalResult
     env_steps: int
     wall_time: float
-
-
-def network_dtype(agent: Agent) -> torch.dtype:
-    """The floating dtype of the agent's acting networks (float32 unless they were built
-    under another default dtype, as the float64 exactness checks build them)."""
-    for module in agent.acting_modules():
-        for param in module.parameters():
-            if param.is_floating_point():
-                return param.dtype
-    return torch.float32
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -42,14 +42,13 @@ from typing import Any
 import torch
 
 from rlnorm import checkpoint, members
-from rlnorm.agent import Agent, OffPolicy
+from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
 from rlnorm.draws import MemberDraws
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError, NonFiniteError
-from rlnorm.learner import network_dtype
 from rlnorm.monitor import Monitor
 from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
@@ -432,23 +431,3 @@ def _after(due: int, every: int, now: int) -> int:
     while due <= now:
         due += every
     return due
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-7"`` or ``"0,3,5"`` (or a mix, ``"0-3,8"``) as a list of distinct seeds."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        low, sep, high = part.partition("-")
-        try:
-            chunk = list(range(int(low), int(high) + 1)) if sep else [int(part)]
-        except ValueError:
-            raise ConfigError(
-                f"--seeds {text!r}: expected seeds like 0-7 or 0,3,5 (non-negative integers)"
-            ) from None
-        if not chunk or min(chunk) < 0:
-            raise ConfigError(f"--seeds {text!r}: {part!r} names no non-negative seed")
-        seeds += chunk
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r} names a seed twice")
-    return seeds

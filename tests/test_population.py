@@ -16,9 +16,10 @@ import torch
 
 import rlnorm
 from rlnorm import agents, cli, config, envs
+from rlnorm.cli_parser import parse_seeds
 from rlnorm.errors import ConfigError
 from rlnorm.learner import Learner
-from rlnorm.population import PopulationLearner, parse_seeds
+from rlnorm.population import PopulationLearner
 
 SEEDS = [0, 1, 5]
 SMALL = [
