@@ -262,24 +262,26 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
-    from rlnorm import agents, envs, norm
+    """Print what rlnorm can run. It reads the torch-free tables (:mod:`rlnorm.catalog`, the
+    agent registry's names, gymnasium's registry), so it answers without importing torch."""
+    from rlnorm import agents, catalog
 
     print("agents:")
     for name in agents.names():
         shipped = config.packaged_config_names(name)
-        print(f"  {name:12s} configs: {', '.join(shipped) or '-'}")
+        print(f"  {name:12s} {_agent_description(name)}")
+        print(f"  {'':12s} configs: {', '.join(shipped) or '-'}")
     print("environments (native torch, on any device):")
-    for env_id in envs.env_ids():
+    for env_id in catalog.NATIVE_ENVS:
         print(f"  {env_id}")
     print("environments through gymnasium's vector env (`--backend gymnasium`, or any id above):")
-    needs = {i: envs.missing_extra(i) for i in envs.gymnasium_env_ids()}
+    needs = {i: catalog.missing_extra(i) for i in catalog.gymnasium_env_ids()}
     marked = [f"{i} (needs {n[0]})" if n else i for i, n in needs.items()]
     print(textwrap.fill(", ".join(marked), 88, initial_indent="  ", subsequent_indent="  "))
     for extra, install in sorted({n for n in needs.values() if n}):
         print(f"  (needs {extra}): not installed here; {install}")
     print("normalizations:")
-    for name in norm.names():
-        kind = norm.get(name)
+    for name, kind in catalog.NORMS.items():
         flags = [
             f
             for f, on in (
@@ -290,6 +292,18 @@ def _list(_: argparse.Namespace) -> int:
         ]
         print(f"  {name:12s} {kind.description}" + (f" [{', '.join(flags)}]" if flags else ""))
     return 0
+
+
+def _agent_description(name: str) -> str:
+    """One line on the agent ``name`` for ``rlnorm list``, without importing it."""
+    from rlnorm import catalog
+
+    if name in catalog.AGENTS:
+        return catalog.AGENTS[name]
+    if name in catalog.SB3_AGENTS:
+        package = catalog.SB3_AGENTS[name].replace("_", "-")
+        return f"{package}'s {name.partition(':')[2]}, trained inside rlnorm's harness"
+    return "a plug-in agent (not shipped with rlnorm)"
 
 
 def reference() -> str:
