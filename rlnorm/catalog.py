@@ -97,10 +97,10 @@ NATIVE_ENVS: tuple[str, ...] = (
 )
 
 #: Gymnasium env families whose package is an extra: entry-point prefix -> (the module to
-#: find, the extra's name, the install command).
+#: find, the extra's name, the requirement that installs it).
 EXTRAS: dict[str, tuple[str, str, str]] = {
-    "gymnasium.envs.box2d": ("Box2D", "box2d", "pip install 'gymnasium[box2d]'"),
-    "gymnasium.envs.mujoco": ("mujoco", "mujoco", "pip install 'rlnorm[mujoco]'"),
+    "gymnasium.envs.box2d": ("Box2D", "box2d", "gymnasium[box2d]"),
+    "gymnasium.envs.mujoco": ("mujoco", "mujoco", "rlnorm[mujoco]"),
 }
 
 
@@ -118,14 +118,15 @@ def gymnasium_env_ids() -> list[str]:
 
 
 def missing_extra(env_id: str) -> tuple[str, str] | None:
-    """``(extra, install command)`` when the gymnasium id ``env_id`` needs a package that is
-    not installed (box2d, mujoco), else None; ``rlnorm list`` marks those ids."""
+    """``(extra, requirement)`` when the gymnasium id ``env_id`` needs a package that is not
+    installed (box2d, mujoco), else None: ``pip install '<requirement>'`` installs it.
+    ``rlnorm list`` marks those ids."""
     import gymnasium as gym
 
     entry = gym.registry[env_id].entry_point
-    for prefix, (module, extra, install) in EXTRAS.items():
+    for prefix, (module, extra, requirement) in EXTRAS.items():
         if isinstance(entry, str) and entry.startswith(prefix):
-            return None if importlib.util.find_spec(module) else (extra, install)
+            return None if importlib.util.find_spec(module) else (extra, requirement)
     return None
 
 

@@ -163,12 +163,17 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def _program(name: str) -> str:
-    """``name`` as a copied hint can run it: bare on PATH, else beside the running Python."""
-    if shutil.which(name):
-        return name
+    """``name`` as a hint copied into a shell runs the program installed beside the running
+    Python (``.venv/bin/pip``, not another environment's): bare where PATH finds that one,
+    else its path, relative when under the working directory; bare if there is none beside."""
     beside = Path(sys.executable).parent / name
+    if not beside.exists():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == beside.resolve():
+        return name
     relative = os.path.relpath(beside)
-    return name if not beside.exists() else str(beside) if relative.startswith("..") else relative
+    return shlex.quote(str(beside) if relative.startswith("..") else relative)
 
 
 def _report(cfg: config.RunConfig, result: TrainResult) -> int:
@@ -182,8 +187,9 @@ def _report(cfg: config.RunConfig, result: TrainResult) -> int:
         f"over {len(final.returns)} episodes (deterministic, eval mode)"
     )
     tensorboard, rlnorm = _program("tensorboard"), _program("rlnorm")
-    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {result.tb_dir})")
-    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {result.last_checkpoint})")
+    tb_dir, last = shlex.quote(str(result.tb_dir)), shlex.quote(str(result.last_checkpoint))
+    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {tb_dir})")
+    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {last})")
     return 0
 
 
@@ -200,8 +206,8 @@ def _checkpoint_path(path: Path) -> Path:
         )
         raise RlnormError(
             f"{path} has no checkpoint: the run stopped (or is still running) before its first "
-            f"one, which comes at env step {first:,} (train.checkpoint_every or eval_every, "
-            "else the end of training)"
+            f"one, due with the first update at or after env step {first:,} (the smallest of "
+            "train.checkpoint_every, eval_every and total_steps)"
         )
     return path
 
@@ -278,8 +284,9 @@ def _list(_: argparse.Namespace) -> int:
     needs = {i: catalog.missing_extra(i) for i in catalog.gymnasium_env_ids()}
     marked = [f"{i} (needs {n[0]})" if n else i for i, n in needs.items()]
     print(textwrap.fill(", ".join(marked), 88, initial_indent="  ", subsequent_indent="  "))
-    for extra, install in sorted({n for n in needs.values() if n}):
-        print(f"  (needs {extra}): not installed here; {install}")
+    pip = _program("pip")
+    for extra, requirement in sorted({n for n in needs.values() if n}):
+        print(f"  (needs {extra}): not installed here; {pip} install {shlex.quote(requirement)}")
     print("normalizations:")
     for name, kind in catalog.NORMS.items():
         flags = [
