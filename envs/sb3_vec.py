@@ -77,8 +77,8 @@ class SB3VecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if dones.any():
             final = self._numpy(obs, self._obs_dtype)
-            # Counted as alive again, the reset sub-envs' next step is a real transition
-            # with their new actions: SB3's semantics, not the env's next-step autoreset.
+            # The masked reset counts them as alive again, so their next step is a real
+            # transition with their new actions: SB3's semantics, not a next-step autoreset.
             obs, _ = env.reset(options={**self._episode_options, "reset_mask": done})
             limit = (truncated & ~terminated).cpu().numpy()
             for i in np.flatnonzero(dones):

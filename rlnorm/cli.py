@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlnorm import config, plot_command, sweep
+from rlnorm import catalog, config, plot_command, sweep
 from rlnorm.cli_parser import build_parser
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 from rlnorm.reproduce import command as reproduce_command
@@ -270,7 +270,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _list(_: argparse.Namespace) -> int:
     """Print what rlnorm can run. It reads the torch-free tables (:mod:`rlnorm.catalog`, the
     agent registry's names, gymnasium's registry), so it answers without importing torch."""
-    from rlnorm import agents, catalog
+    from rlnorm import agents
 
     print("agents:")
     for name in agents.names():
@@ -303,8 +303,6 @@ def _list(_: argparse.Namespace) -> int:
 
 def _agent_description(name: str) -> str:
     """One line on the agent ``name`` for ``rlnorm list``, without importing it."""
-    from rlnorm import catalog
-
     if name in catalog.AGENTS:
         return catalog.AGENTS[name]
     if name in catalog.SB3_AGENTS:
