@@ -4,15 +4,23 @@ The agent contract (:class:`rlnorm.agent.Agent`) lives in the core; this package
 implementations and the registry that names them: :func:`get` and :func:`names` for the CLI
 and :func:`rlnorm.load`, :func:`register` for the built-in agents, and the
 ``rlnorm.agents`` entry-point group for agents from other installed packages.
+
+Importing this package imports no agent and no torch: :func:`names` answers from
+:mod:`rlnorm.catalog` and the installed entry points' metadata, so ``rlnorm list`` stays
+fast; :func:`get` imports the agents.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import warnings
+from typing import TYPE_CHECKING
 
-from rlnorm.agent import Agent
+from rlnorm import catalog
 from rlnorm.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from rlnorm.agent import Agent
 
 #: Entry-point group through which installed packages provide agents.
 ENTRY_POINT_GROUP = "rlnorm.agents"
@@ -45,12 +53,17 @@ def get(name: str) -> type[Agent]:
 
 
 def names() -> list[str]:
-    """Names of every registered agent, and of the stable-baselines3 adapters whose package
-    is installed."""
-    _load_builtin()
-    from rlnorm.agents import sb3
-
-    return sorted({*_REGISTRY, *sb3.available_names()})
+    """Names of every agent :func:`get` knows, found without importing any of them: the
+    built-in agents (:data:`rlnorm.catalog.AGENTS`), agents registered in this process, the
+    entry points of installed packages (by the name each is installed under, until
+    :func:`get` loads them and keeps those that load) and the stable-baselines3 adapters
+    whose package is installed."""
+    plugins = (
+        ()
+        if _entry_points_loaded
+        else (e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    )
+    return sorted({*catalog.AGENTS, *_REGISTRY, *plugins, *catalog.sb3_available()})
 
 
 def _load_builtin() -> None:
@@ -66,6 +79,8 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
+    from rlnorm.agent import Agent
+
     _entry_points_loaded = True
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:

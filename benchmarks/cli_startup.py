@@ -3,7 +3,9 @@
 Times, as wall clock of a fresh process each: ``rlnorm --help``, an argument error
 (``rlnorm train --steps many``), ``rlnorm list``, and for scale ``python -c pass`` and
 ``python -c "import torch"``. Each is run ``--repeats`` times, interleaved; the table gives
-the median and the fastest run (the fastest is the least disturbed by other load).
+the median and the fastest run (the fastest is the least disturbed by other load). The
+commands inherit this process's CPU affinity, which the results record: pin the run with
+``taskset -c 0`` on a machine whose other cores are busy.
 
 Usage: python benchmarks/cli_startup.py [--repeats K] [--out benchmarks/results/cli_startup.md]
 """
@@ -11,6 +13,7 @@ Usage: python benchmarks/cli_startup.py [--repeats K] [--out benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -30,6 +33,11 @@ CASES = {
 }
 
 
+def _version(package: str) -> str:
+    """The installed version of ``package``, read from its metadata (nothing imported)."""
+    return importlib.metadata.version(package)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -45,19 +53,23 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    cores = sorted(os.sched_getaffinity(0))
+    pin = f"taskset -c {','.join(map(str, cores))} " if len(cores) < (os.cpu_count() or 1) else ""
     lines = [
         "# `rlnorm` start-up time",
         "",
         "Command (from the repository root):",
         "",
         "```",
-        f".venv/bin/python benchmarks/cli_startup.py --repeats {args.repeats}",
+        f"{pin}.venv/bin/python benchmarks/cli_startup.py --repeats {args.repeats}",
         "```",
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}; Python "
-        f"{platform.python_version()}, {os.cpu_count()} CPU cores.",
-        f"- Machine **shared** with other jobs (load average {load:.1f} on {os.cpu_count()} "
-        "cores at the end): the fastest of the runs is the best estimate of an idle machine.",
+        f"{platform.python_version()}, torch {_version('torch')}, gymnasium "
+        f"{_version('gymnasium')}; {os.cpu_count()} CPU cores, the commands run on "
+        f"core(s) {', '.join(map(str, cores))}.",
+        f"- Load average {load:.1f} on {os.cpu_count()} cores at the end (other jobs share the "
+        "machine): the fastest of the runs is the best estimate of an idle core.",
         "- Wall clock of a fresh process each, runs of the cases interleaved.",
         "",
         "| command | median (s) | fastest (s) |",

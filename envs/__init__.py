@@ -6,12 +6,12 @@ vector APIs (``to_sb3`` imports stable-baselines3 on first use, not with this pa
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import gymnasium as gym
 import torch
 
+from rlnorm.catalog import gymnasium_env_ids, missing_extra
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import UnknownNameError
 
@@ -61,31 +61,6 @@ def __getattr__(name: str) -> Any:
 def env_ids() -> list[str]:
     """The ids with a native torch env, sorted."""
     return sorted(ENV_REGISTRY)
-
-
-def gymnasium_env_ids() -> list[str]:
-    """The ids of gymnasium's registry without a native env, sorted: ``make`` runs them
-    through ``GymnasiumVecEnv``. Some need extra packages (MuJoCo ids: ``rlnorm[mujoco]``);
-    making one without them raises ``EnvError`` naming what to install."""
-    return sorted(set(gym.registry) - set(ENV_REGISTRY))
-
-
-#: Gymnasium env families whose package is an extra: entry-point prefix -> (the module to
-#: find, the extra's name, the install command).
-_EXTRAS = {
-    "gymnasium.envs.box2d": ("Box2D", "box2d", "pip install 'gymnasium[box2d]'"),
-    "gymnasium.envs.mujoco": ("mujoco", "mujoco", "pip install 'rlnorm[mujoco]'"),
-}
-
-
-def missing_extra(env_id: str) -> tuple[str, str] | None:
-    """``(extra, install command)`` when the gymnasium id ``env_id`` needs a package that is
-    not installed (box2d, mujoco), else None; ``rlnorm list`` marks those ids."""
-    entry = gym.registry[env_id].entry_point
-    for prefix, (module, extra, install) in _EXTRAS.items():
-        if isinstance(entry, str) and entry.startswith(prefix):
-            return None if importlib.util.find_spec(module) else (extra, install)
-    return None
 
 
 def make(

@@ -163,6 +163,9 @@ class ClassicControlEnv(TorchVecEnv):
             self._bit_mask = torch.tensor(
                 2**self._bit_count - 1, device=self.device, dtype=self._halves[0].values.dtype
             )
+        # The bounds the draw tensors hold now (None: not set yet), so that a reset with the
+        # bounds already in place (every masked reset of an SB3 export) skips re-setting them.
+        self._draw_bounds: tuple[Any, Any] | None = None
         self._generator.seed()  # like gymnasium: unseeded envs differ from run to run
         self._needs_reset = True
 
@@ -200,12 +203,15 @@ class ClassicControlEnv(TorchVecEnv):
         the whole pool, so bounds set while resetting hold for every later autoreset.
         Bounds that are not finite in the env's dtype (nor their span) are an ``EnvError``,
         raised before anything changes."""
+        if self._draw_bounds == (low, high):
+            return
         check_draw_bounds(low, high, self.dtype)
         low_t = torch.as_tensor(low, dtype=torch.float64).reshape(-1, 1)
         high_t = torch.as_tensor(high, dtype=torch.float64).reshape(-1, 1)
         self._draw_low.copy_(low_t.expand_as(self._draw_low))
         self._draw_scale.copy_(((high_t - low_t) / 2**self._bit_count).expand_as(self._draw_scale))
         self._draw_span.copy_((high_t - low_t).expand_as(self._draw_span))
+        self._draw_bounds = (low, high)
 
     def _refill(self, half: NoiseHalf) -> None:
         """Draw fresh values for ``half`` of the pool's columns, uniform in the draw bounds."""

@@ -7,7 +7,8 @@ observation returned for an ended sub-env is the first one of its next episode, 
 final one goes in ``infos[i]["terminal_observation"]`` (with ``"TimeLimit.truncated"`` set
 when the time limit, not a terminal state, ended it). rlnorm's envs autoreset on the next
 step instead, so the export resets the ended sub-envs itself, right after the step that
-ended them, drawing their fresh states from the env's own seeded generator.
+ended them, through the env's public ``reset(options={"reset_mask": ended, ...})`` (the
+env's own seeded generator and reset distribution, nothing private of the env class).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class SB3VecEnv(VecEnv):
         self.torch_env = env
         self._obs_dtype = env.single_observation_space.dtype or np.float32
         self._actions: torch.Tensor | None = None
+        # The options of the last full reset: the same-step resets pass them again, so that
+        # every episode starts from the distribution they set (as the env's own autoresets).
+        self._episode_options: dict[str, Any] = {}
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
 
     def __repr__(self) -> str:
@@ -52,6 +56,7 @@ class SB3VecEnv(VecEnv):
         """Reset every sub-env, with the seed and options set since the last reset."""
         seed, options = self._seeds[0], self._options[0] or None
         obs, info = self.torch_env.reset(seed=seed, options=options)
+        self._episode_options = dict(options or {})
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [dict(info) for _ in range(self.num_envs)]
@@ -72,7 +77,9 @@ class SB3VecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if dones.any():
             final = self._numpy(obs, self._obs_dtype)
-            obs = _reset_ended(env, done)
+            # The masked reset counts them as alive again, so their next step is a real
+            # transition with their new actions: SB3's semantics, not a next-step autoreset.
+            obs, _ = env.reset(options={**self._episode_options, "reset_mask": done})
             limit = (truncated & ~terminated).cpu().numpy()
             for i in np.flatnonzero(dones):
                 infos[i]["terminal_observation"] = final[i]
@@ -129,21 +136,6 @@ class SB3VecEnv(VecEnv):
         if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
             tensor = tensor.float()
         return np.array(tensor.cpu().numpy(), dtype=dtype)
-
-
-def _reset_ended(env: ClassicControlEnv, done: torch.Tensor) -> torch.Tensor:
-    """Reset the sub-envs where ``done`` is True now, not on the next step, and return every
-    sub-env's observation (the others' unchanged).
-
-    Fresh states come from the env's generator and reset bounds (as its sparse autoreset
-    draws them); counting the ended sub-envs as alive again makes the next ``step`` a real
-    transition for them, with their new actions, which is SB3's semantics.
-    """
-    ended = done.nonzero().flatten()
-    env._state.index_copy_(1, ended, env._draw(ended.numel()))
-    env._steps.index_fill_(0, ended, 0)
-    env._alive.fill_(True)
-    return env._observe()
 
 
 def to_sb3(env: TorchVecEnv) -> SB3VecEnv:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlnorm import config, plot_command, sweep
+from rlnorm import catalog, config, plot_command, sweep
 from rlnorm.cli_parser import build_parser, parse_seeds
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 from rlnorm.reproduce import command as reproduce_command
@@ -214,12 +214,17 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def _program(name: str) -> str:
-    """``name`` as a copied hint can run it: bare on PATH, else beside the running Python."""
-    if shutil.which(name):
-        return name
+    """``name`` as a hint copied into a shell runs the program installed beside the running
+    Python (``.venv/bin/pip``, not another environment's): bare where PATH finds that one,
+    else its path, relative when under the working directory; bare if there is none beside."""
     beside = Path(sys.executable).parent / name
+    if not beside.exists():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == beside.resolve():
+        return name
     relative = os.path.relpath(beside)
-    return name if not beside.exists() else str(beside) if relative.startswith("..") else relative
+    return shlex.quote(str(beside) if relative.startswith("..") else relative)
 
 
 def _report(cfg: config.RunConfig, result: TrainResult) -> int:
@@ -233,8 +238,9 @@ def _report(cfg: config.RunConfig, result: TrainResult) -> int:
         f"over {len(final.returns)} episodes (deterministic, eval mode)"
     )
     tensorboard, rlnorm = _program("tensorboard"), _program("rlnorm")
-    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {result.tb_dir})")
-    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {result.last_checkpoint})")
+    tb_dir, last = shlex.quote(str(result.tb_dir)), shlex.quote(str(result.last_checkpoint))
+    print(f"TensorBoard logs:  {result.tb_dir}   (view: {tensorboard} --logdir {tb_dir})")
+    print(f"checkpoint:        {result.last_checkpoint}   ({rlnorm} eval {last})")
     return 0
 
 
@@ -251,8 +257,8 @@ def _checkpoint_path(path: Path) -> Path:
         )
         raise RlnormError(
             f"{path} has no checkpoint: the run stopped (or is still running) before its first "
-            f"one, which comes at env step {first:,} (train.checkpoint_every or eval_every, "
-            "else the end of training)"
+            f"one, due with the first update at or after env step {first:,} (the smallest of "
+            "train.checkpoint_every, eval_every and total_steps)"
         )
     return path
 
@@ -313,24 +319,27 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
-    from rlnorm import agents, envs, norm
+    """Print what rlnorm can run. It reads the torch-free tables (:mod:`rlnorm.catalog`, the
+    agent registry's names, gymnasium's registry), so it answers without importing torch."""
+    from rlnorm import agents
 
     print("agents:")
     for name in agents.names():
         shipped = config.packaged_config_names(name)
-        print(f"  {name:12s} configs: {', '.join(shipped) or '-'}")
+        print(f"  {name:12s} {_agent_description(name)}")
+        print(f"  {'':12s} configs: {', '.join(shipped) or '-'}")
     print("environments (native torch, on any device):")
-    for env_id in envs.env_ids():
+    for env_id in catalog.NATIVE_ENVS:
         print(f"  {env_id}")
     print("environments through gymnasium's vector env (`--backend gymnasium`, or any id above):")
-    needs = {i: envs.missing_extra(i) for i in envs.gymnasium_env_ids()}
+    needs = {i: catalog.missing_extra(i) for i in catalog.gymnasium_env_ids()}
     marked = [f"{i} (needs {n[0]})" if n else i for i, n in needs.items()]
     print(textwrap.fill(", ".join(marked), 88, initial_indent="  ", subsequent_indent="  "))
-    for extra, install in sorted({n for n in needs.values() if n}):
-        print(f"  (needs {extra}): not installed here; {install}")
+    pip = _program("pip")
+    for extra, requirement in sorted({n for n in needs.values() if n}):
+        print(f"  (needs {extra}): not installed here; {pip} install {shlex.quote(requirement)}")
     print("normalizations:")
-    for name in norm.names():
-        kind = norm.get(name)
+    for name, kind in catalog.NORMS.items():
         flags = [
             f
             for f, on in (
@@ -341,6 +350,16 @@ def _list(_: argparse.Namespace) -> int:
         ]
         print(f"  {name:12s} {kind.description}" + (f" [{', '.join(flags)}]" if flags else ""))
     return 0
+
+
+def _agent_description(name: str) -> str:
+    """One line on the agent ``name`` for ``rlnorm list``, without importing it."""
+    if name in catalog.AGENTS:
+        return catalog.AGENTS[name]
+    if name in catalog.SB3_AGENTS:
+        package = catalog.SB3_AGENTS[name].replace("_", "-")
+        return f"{package}'s {name.partition(':')[2]}, trained inside rlnorm's harness"
+    return "a plug-in agent (not shipped with rlnorm)"
 
 
 def reference() -> str:

@@ -106,7 +106,8 @@ class Monitor:
         if self.plain:
             if step >= self._next_plain or step >= self.total_steps:
                 self._next_plain = step + self._plain_gap
-                eta = (self.total_steps - step) / sps if sps > 0 else float("nan")
+                # the last rollout may overshoot the budget: nothing is left then, not -0 s
+                eta = max(self.total_steps - step, 0) / sps if sps > 0 else float("nan")
                 print(
                     f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
                     f"sps={sps:,.0f} return={ret} eta={eta:.0f}s",

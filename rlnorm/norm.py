@@ -2,7 +2,9 @@
 
 Every other part of rlnorm asks this registry what a normalization layer does (is its
 train-mode output for one row a function of the other rows? do its train and eval paths
-differ?) instead of testing ``isinstance``. Adding a kind is one ``register`` call.
+differ?) instead of testing ``isinstance``. Adding a kind is one ``register`` call. The
+built-in kinds take their contracts from :mod:`rlnorm.catalog`, which ``rlnorm list``
+reads without importing torch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from rlnorm import catalog
 from rlnorm.errors import UnknownNameError
 from rlnorm.layers import (
     BatchRenorm1d,
@@ -62,10 +65,14 @@ _REGISTRY: dict[str, NormKind] = {}
 
 
 def register(kind: NormKind) -> NormKind:
-    """Add a kind to the registry (its name must be new)."""
+    """Add a kind to the registry (its name must be new), and its contract to
+    :data:`rlnorm.catalog.NORMS`, from which ``rlnorm list`` prints it."""
     if kind.name in _REGISTRY:
         raise ValueError(f"normalization kind {kind.name!r} is already registered")
     _REGISTRY[kind.name] = kind
+    catalog.NORMS[kind.name] = catalog.NormContract(
+        kind.description, kind.batch_dependent, kind.mode_dependent
+    )
     return kind
 
 
@@ -125,76 +132,33 @@ def use_cumulative_statistics(module: nn.Module) -> None:
             cast(Any, m).momentum = None  # a plain attribute of the norm layer
 
 
-register(
-    NormKind(
-        "none",
-        None,
-        batch_dependent=False,
-        mode_dependent=False,
-        description="no normalization",
+def _builtin(name: str, layer: Callable[[int], nn.Module] | None = None, **parts: Any) -> None:
+    """Register the built-in kind ``name`` with the contract :data:`rlnorm.catalog.NORMS`
+    declares for it (the table ``rlnorm list`` reads without importing torch)."""
+    contract = catalog.NORMS[name]
+    register(
+        NormKind(
+            name,
+            layer,
+            batch_dependent=contract.batch_dependent,
+            mode_dependent=contract.mode_dependent,
+            description=contract.description,
+            **parts,
+        )
     )
+
+
+_builtin("none")
+_builtin(
+    "batch",
+    GuardedBatchNorm1d,
+    layer_types=(nn.modules.batchnorm._BatchNorm, MemberBatchNorm1d),
 )
-register(
-    NormKind(
-        "batch",
-        GuardedBatchNorm1d,
-        batch_dependent=True,
-        mode_dependent=True,
-        description="BatchNorm1d: batch statistics in train mode, running statistics in eval mode",
-        layer_types=(nn.modules.batchnorm._BatchNorm, MemberBatchNorm1d),
-    )
-)
-register(
-    NormKind(
-        "layer",
-        nn.LayerNorm,
-        batch_dependent=False,
-        mode_dependent=False,
-        description="LayerNorm: per-sample statistics, one path in train and eval mode",
-        layer_types=(nn.LayerNorm, MemberLayerNorm),
-    )
-)
-register(
-    NormKind(
-        "batch_renorm",
-        BatchRenorm1d,
-        batch_dependent=True,
-        mode_dependent=True,
-        description="Batch Renormalization: batch statistics corrected towards running ones",
-        layer_types=(BatchRenorm1d, MemberBatchRenorm1d),
-    )
-)
-register(
-    NormKind(
-        "weight",
-        None,
-        batch_dependent=False,
-        mode_dependent=False,
-        description="weight normalization of each hidden Linear: w = g * v / |v|",
-        linear=weight_normed_linear,
-    )
-)
-register(
-    NormKind(
-        "cosine",
-        None,
-        batch_dependent=False,
-        mode_dependent=False,
-        description="cosine normalization: pre-activation = scale * cos((w, b), (x, 1))",
-        layer_types=(CosineLinear, MemberCosineLinear),
-        linear=CosineLinear.for_mlp,
-    )
-)
-register(
-    NormKind(
-        "rms",
-        RMSNorm,
-        batch_dependent=False,
-        mode_dependent=False,
-        description="RMSNorm: per-sample root-mean-square scaling, one path in train and eval",
-        layer_types=(RMSNorm, MemberRMSNorm),
-    )
-)
+_builtin("layer", nn.LayerNorm, layer_types=(nn.LayerNorm, MemberLayerNorm))
+_builtin("batch_renorm", BatchRenorm1d, layer_types=(BatchRenorm1d, MemberBatchRenorm1d))
+_builtin("weight", linear=weight_normed_linear)
+_builtin("cosine", layer_types=(CosineLinear, MemberCosineLinear), linear=CosineLinear.for_mlp)
+_builtin("rms", RMSNorm, layer_types=(RMSNorm, MemberRMSNorm))
 
 
 #: The modules to inspect: a module, a mapping of names to modules, an agent (anything

@@ -1,12 +1,13 @@
-"""``rlnorm plot``: the command-line face of :mod:`rlnorm.plot` (arguments and output)."""
+"""``rlnorm plot``: the command-line face of :mod:`rlnorm.plot` (arguments and output).
+
+:mod:`rlnorm.plot` (numpy, matplotlib) is imported when the command runs, not when the
+parser is built, so ``rlnorm --help`` does not wait for it."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
-
-from rlnorm.plot import plot_runs
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,6 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``rlnorm plot`` with parsed ``args``; returns the exit status."""
+    from rlnorm.plot import plot_runs
+
     out = plot_runs(
         args.paths,
         args.out,

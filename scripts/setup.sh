@@ -14,6 +14,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # setuptools ends every editable install of a package-dir layout with an information-only
 # notice ("Editable installation. Please be careful with folders ..."), which is no warning
-# about this project; the filter silences that one message and nothing else.
+# about this project; the filter silences that one message and nothing else. The packaging
+# cannot avoid it: both editable modes that can map agents/, envs/ and configs/ into rlnorm
+# (lenient, the default, and strict) emit it, and compat emits a deprecation warning
+# instead and cannot map them (setuptools 84).
 PYTHONWARNINGS="ignore:Editable installation" \
     .venv/bin/python -m pip install --quiet -e ".[dev,render,mujoco,ray]"

@@ -380,7 +380,8 @@ def test_list_names_agents_envs_and_norm_contracts(capsys: pytest.CaptureFixture
         assert len(found) == 1, f"no single line for {name!r} in:\n{out}"
         return found[0]
 
-    assert "CartPole-v1" in line_of("ppo")  # the shipped config
+    ppo = lines.index(line_of("ppo"))
+    assert lines[ppo + 1].split()[0] == "configs:" and "CartPole-v1" in lines[ppo + 1]
     line_of("CartPole-v1")
     assert "[batch-dependent, mode-dependent]" in line_of("batch")
     for name in ("none", "layer"):

@@ -5,21 +5,51 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from rlnorm import cli, envs
 
 
-def test_hints_name_the_programs_as_they_can_be_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hints_name_the_programs_as_they_can_be_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beside = (Path(sys.executable).parent / "rlnorm").resolve()
     monkeypatch.setenv("PATH", "")
     program = Path(cli._program("rlnorm"))
-    assert program.resolve() == (Path(sys.executable).parent / "rlnorm").resolve()
+    assert program.resolve() == beside
     assert os.access(program, os.X_OK)
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     assert cli._program("rlnorm") == "rlnorm"
+    # Another environment's program first on PATH: the hint names this environment's.
+    other = tmp_path / "rlnorm"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}")
+    assert Path(cli._program("rlnorm")).resolve() == beside
+
+
+def test_report_hints_run_when_copied_with_spaces_in_the_paths(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = Path("my runs/ppo run")
+    cfg = SimpleNamespace(agent="ppo", norm="batch", env="CartPole-v1")
+    result = SimpleNamespace(
+        final_eval=SimpleNamespace(mean=500.0, std=0.0, returns=[500.0]),
+        env_steps=512,
+        wall_time=1.0,
+        tb_dir=run / "tb",
+        last_checkpoint=run / "checkpoints" / "last",
+    )
+    assert cli._report(cfg, result) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hints = [line.rsplit("(", 1)[1].rstrip(")").removeprefix("view: ") for line in lines]
+    assert shlex.split(hints[-2])[1:] == ["--logdir", str(run / "tb")]
+    assert shlex.split(hints[-1])[1:] == ["eval", str(run / "checkpoints" / "last")]
 
 
 def test_sb3_run_directory_has_no_colon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,13 +76,14 @@ def test_run_killed_before_its_first_checkpoint(
 
 def test_list_marks_envs_that_need_an_extra(capsys: pytest.CaptureFixture[str]) -> None:
     box2d = importlib.util.find_spec("Box2D") is None
-    expected = ("box2d", "pip install 'gymnasium[box2d]'") if box2d else None
+    expected = ("box2d", "gymnasium[box2d]") if box2d else None
     assert envs.missing_extra("LunarLander-v3") == expected
     assert envs.missing_extra("CartPole-v1") is None
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert ("LunarLander-v3 (needs box2d)" in out) == box2d
-    assert ("(needs box2d): not installed here; pip install 'gymnasium[box2d]'" in out) == box2d
+    install = f"{cli._program('pip')} install 'gymnasium[box2d]'"  # this environment's pip
+    assert (f"(needs box2d): not installed here; {install}" in out) == box2d
 
 
 def test_off_policy_agent_on_a_discrete_env_names_the_agents_that_fit(

@@ -30,5 +30,13 @@ def test_progress_off_a_terminal_is_a_plain_line_every_few_percent(tmp_path: Pat
     assert lines[-1].startswith("step 20000/20000 (100%)")
 
 
+def test_progress_past_the_budget_has_no_time_left(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    monitor = Monitor(tmp_path, 150_000, stream=stream)
+    monitor.progress(150_016, sps=1_000.0, last_return=500.0)  # a rollout overshot it
+    monitor.close()
+    assert stream.getvalue().splitlines()[-1].endswith(" eta=0s")
+
+
 def test_progress_on_a_terminal_is_a_redrawn_bar(tmp_path: Path) -> None:
     assert "\r" in run_progress(tmp_path, FakeTerminal(), total=200)

@@ -25,7 +25,7 @@ pytest.importorskip(
     "stable_baselines3", reason="stable-baselines3 is not installed (pip install stable-baselines3)"
 )
 
-from rlnorm import agents, checkpoint, cli
+from rlnorm import agents, catalog, checkpoint, cli
 from rlnorm import norm as norms
 from rlnorm.agents import sb3
 from rlnorm.agents.ppo import gae
@@ -36,7 +36,7 @@ from rlnorm.rollout import Rollout, uniform_actions
 from rlnorm.safety import acting, training
 
 CONTRIB = pytest.mark.skipif(
-    sb3.importlib.util.find_spec("sb3_contrib") is None, reason="sb3-contrib is not installed"
+    "sb3:CrossQ" not in catalog.sb3_available(), reason="sb3-contrib is not installed"
 )
 CARTPOLE = gym.spaces.Box(-1.0, 1.0, (4,))
 PENDULUM_OBS = gym.spaces.Box(-8.0, 8.0, (3,))

@@ -58,13 +58,11 @@ The package, by concern:
 - :mod:`.policies`: the norm injected into SB3's policy classes;
 - :mod:`.agent`: :class:`SB3Agent`, the base every adapter shares, and importing SB3;
 - :mod:`.on_policy`: PPO and A2C; :mod:`.off_policy`: SAC, TD3, CrossQ and DQN;
-- this module: the registry of ``sb3:`` names (:func:`agent_class`, :func:`available_names`).
+- this module: the registry of ``sb3:`` names (:func:`agent_class`); which of them are
+  installed, :func:`rlnorm.catalog.sb3_available` tells without importing torch.
 """
 
 from __future__ import annotations
-
-import importlib
-import importlib.util
 
 from rlnorm.agents.sb3.agent import PREFIX, AlgorithmState, CopyAllBuffers, SB3Agent, require
 from rlnorm.agents.sb3.configs import (
@@ -124,7 +122,6 @@ __all__ = [
     "SB3SACConfig",
     "SB3TD3Config",
     "agent_class",
-    "available_names",
     "normalize_hidden",
     "sb3_kwargs",
     "set_statistics_mode",
@@ -133,13 +130,6 @@ __all__ = [
 _AGENTS: dict[str, type[SB3Agent]] = {
     cls.algorithm: cls for cls in (SB3A2C, SB3CrossQ, SB3DQN, SB3PPO, SB3SAC, SB3TD3)
 }
-
-
-def available_names() -> list[str]:
-    """The ``sb3:`` agent names whose package is installed (found without importing it)."""
-    return [
-        cls.name for cls in _AGENTS.values() if importlib.util.find_spec(cls.package) is not None
-    ]
 
 
 def agent_class(name: str) -> type[SB3Agent]:
