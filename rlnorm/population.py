@@ -28,7 +28,6 @@ naming its seed); measured speed in ``benchmarks/results/seed_population.md``.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -41,136 +40,24 @@ from typing import Any
 
 import torch
 
-from rlnorm import checkpoint, members
+from rlnorm import checkpoint, resume
 from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
-from rlnorm.draws import MemberDraws
-from rlnorm.env import TorchVecEnv
+from rlnorm.env import ResumableEnv, TorchVecEnv
 from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
 from rlnorm.safety import training
-
-_OFF_POLICY_ONLY = (
-    "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
-    "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
+from rlnorm.stacking import (
+    OFF_POLICY_ONLY,
+    MemberEnvs,
+    population_supported,
+    stack_agents,
+    unstack_agent,
 )
-
-
-def population_supported(agent_cls: type[Agent]) -> bool:
-    """Whether ``agent_cls`` trains as a population: an off-policy agent with a replay
-    buffer (its config has ``buffer_size``), as SAC, TD3 and CrossQ are."""
-    return "buffer_size" in getattr(agent_cls.Config, "__dataclass_fields__", {})
-
-
-class MemberEnvs(TorchVecEnv):
-    """One env per member, stepped as one batch of ``K * N`` sub-envs, member-major.
-
-    ``reset()`` resets member ``k``'s env with seed ``seeds[k]``, as the run ``--seed k``
-    resets its env; a seed given to ``reset`` is refused (each member has its own).
-    """
-
-    def __init__(self, envs: Sequence[TorchVecEnv], seeds: Sequence[int]) -> None:
-        if not envs or len(envs) != len(seeds):
-            raise ValueError(f"{len(envs)} envs for {len(seeds)} member seeds")
-        first = envs[0]
-        if any(env.num_envs != first.num_envs for env in envs):
-            raise ValueError("every member's env needs the same num_envs")
-        self.envs, self.seeds = list(envs), list(seeds)
-        self.env_id, self.device, self.dtype = first.env_id, first.device, first.dtype
-        self.per_member = first.num_envs
-        self.num_envs = first.num_envs * len(envs)
-        self.single_observation_space = first.single_observation_space
-        self.single_action_space = first.single_action_space
-        self.observation_space, self.action_space = first.observation_space, first.action_space
-        self._max_episode_steps = first.max_episode_steps
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        if seed is not None:
-            raise ValueError("a population's env resets each member with its own seed")
-        obs = [
-            env.reset(seed=s, options=options)[0]
-            for env, s in zip(self.envs, self.seeds, strict=True)
-        ]
-        return torch.cat(obs), {}
-
-    def step(
-        self, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        steps = [
-            env.step(a) for env, a in zip(self.envs, actions.split(self.per_member), strict=True)
-        ]
-        obs, reward, terminated, truncated = (
-            torch.cat(parts) for parts in list(zip(*steps, strict=True))[:4]
-        )
-        return obs, reward, terminated, truncated, {}
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
-
-
-def stack_agents(
-    agents: Sequence[Agent], generators: Sequence[torch.Generator], capacity: int
-) -> Agent:
-    """One agent training ``agents`` as members: the same class and config, every module
-    stacked, each optimizer rebuilt with its hyperparameters over the stacked weights, a
-    :class:`MemberReplay` of ``capacity`` transitions per member, and member ``k`` drawing
-    from ``generators[k]``."""
-    first = agents[0]
-    if not isinstance(first.collection, OffPolicy) or not hasattr(first, "replay"):
-        raise ConfigError(_OFF_POLICY_ONLY.format(agent=first.name))
-    population = copy.copy(first)
-    population.draws = MemberDraws(generators)
-    population.counters = {}
-    stacked = {
-        name: members.stack([agent.modules()[name] for agent in agents]) for name in first.modules()
-    }
-    for name, module in stacked.items():
-        setattr(population, name, module)
-    for attr, optimizer in list(vars(first).items()):
-        if isinstance(optimizer, torch.optim.Optimizer):
-            setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
-    population.replay = MemberReplay(
-        len(agents),
-        capacity,
-        first.observation_space,
-        first.action_space,
-        population.draws,
-        first.device,
-    )
-    return population
-
-
-def _restacked(
-    optimizer: torch.optim.Optimizer,
-    single: dict[str, torch.nn.Module],
-    stacked: dict[str, torch.nn.Module],
-) -> torch.optim.Optimizer:
-    """``optimizer``'s class and hyperparameters over the stacked copy of the module whose
-    parameters it holds (all of them, in one group, as every rlnorm agent builds it)."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for name, module in single.items():
-        params = list(module.parameters())
-        if params and {id(p) for p in params} == held:
-            return type(optimizer)(stacked[name].parameters(), **optimizer.defaults)
-    raise ConfigError(
-        f"cannot stack {type(optimizer).__name__}: its parameters are not exactly one "
-        "module's, so a population cannot tell which stacked weights it should hold"
-    )
-
-
-def unstack_agent(population: Agent, k: int, into: Agent) -> None:
-    """Write member ``k``'s weights and statistics into ``into``, an agent built like the
-    members (its own config, seed ``k``'s), so it can act, be evaluated and be saved."""
-    stacked = population.modules()
-    for name, module in into.modules().items():
-        members.unstack(stacked[name], k, module)
 
 
 @dataclass
@@ -219,7 +106,7 @@ class PopulationLearner:
                 "train those seeds one per process"
             )
         if not population_supported(agent_cls):  # checked again when stacking
-            raise ConfigError(_OFF_POLICY_ONLY.format(agent=config.agent))
+            raise ConfigError(OFF_POLICY_ONLY.format(agent=config.agent))
         self.configs = [replace(config, seed=seed) for seed in seeds]
         self.run_dirs, self.population_dir = [Path(d) for d in run_dirs], Path(population_dir)
         self.quiet = quiet
@@ -242,8 +129,12 @@ class PopulationLearner:
             )
             agent.config = agent_config
             self.agents.append(agent)
-            generator = torch.Generator()
-            generator.set_state(torch.get_rng_state())
+            # the run's global generator on the env's device, as it stands after building
+            generator = torch.Generator(device=env.device)
+            cuda = env.device.type == "cuda"
+            generator.set_state(
+                torch.cuda.get_rng_state(env.device) if cuda else torch.get_rng_state()
+            )
             generators.append(generator)
         env.close()
         self.population = stack_agents(self.agents, generators, capacity)
@@ -255,6 +146,9 @@ class PopulationLearner:
         self.env_steps = self.updates = 0
         self.best_means = [-math.inf] * len(seeds)
         self._params: list[torch.Tensor] | None = None
+        train_cfg = config.train
+        self.next_eval = train_cfg.eval_every or None
+        self.next_save = train_cfg.checkpoint_every or None
 
     # -- per member ------------------------------------------------------------------------
     def member_replay(self, k: int) -> ReplayBuffer:
@@ -262,15 +156,58 @@ class PopulationLearner:
         replay: MemberReplay = self.population.replay  # type: ignore[attr-defined]
         return replay.member(k)
 
-    def _save(self, k: int, name: str, **extra: Any) -> Path:
+    def _save(self, k: int, name: str, with_state: bool = False, **extra: Any) -> Path:
+        """Member ``k``'s checkpoint ``name`` as its own run writes it (the agent must hold
+        its weights: :func:`unstack_agent`); ``with_state`` adds the training state that
+        ``rlnorm train --resume`` continues the member from, alone, as its own run."""
         cfg = self.configs[k]
+        learner = {
+            "best_mean": self.best_means[k],
+            "next_eval": self.next_eval,
+            "next_checkpoint": self.next_save,
+        }
         return checkpoint.save(
             self.agents[k],
             self.run_dirs[k] / "checkpoints" / name,
             env_id=cfg.env,
             counters={"env_steps": self.env_steps, "updates": self.updates},
-            extra={"run_config": cfg.to_dict(), "population": self._record(), **extra},
+            extra={
+                "run_config": cfg.to_dict(),
+                "learner": learner,
+                "population": self._record(),
+                **extra,
+            },
+            training_state=self._training_state(k) if with_state else None,
         )
+
+    def _checkpoint(self, k: int) -> Path:
+        """``last`` with the training state, and a ``step-<n>`` snapshot, as a run keeps."""
+        last = self._save(k, "last", with_state=True)
+        resume.snapshot(last, self.env_steps, self.configs[k].train.keep_checkpoints)
+        return last
+
+    def _training_state(self, k: int) -> dict[str, torch.Tensor]:
+        """What member ``k``'s own run saves beside ``checkpoints/last`` (the layout of
+        :func:`rlnorm.resume.capture`): its generator's state as that run's global one, its
+        env, its sub-envs' episodes in flight and its replay buffer. The recent finished
+        episodes (logging only) are the population's, so they are left out."""
+        generator = self.population.draws.generators[k]  # type: ignore[attr-defined]
+        key = "rng.cuda" if generator.device.type == "cuda" else "rng.torch"
+        state = {key: generator.get_state()}
+        if key == "rng.cuda":
+            state["rng.torch"] = torch.get_rng_state()
+        env = self.env.envs[k]
+        if isinstance(env, ResumableEnv):
+            state |= {f"env.{name}": value for name, value in env.state_dict().items()}
+        columns = slice(k * self.env.per_member, (k + 1) * self.env.per_member)
+        for name, value in self.rollouts.state_dict().items():
+            if name.startswith("recent_"):
+                value = value[:0]
+            elif name in ("obs", "episode_return", "episode_length", "prev_done"):
+                value = value[columns]
+            state[f"rollout.{name}"] = value.clone()
+        replay = self.member_replay(k).state_dict()
+        return state | {f"replay.{name}": value for name, value in replay.items()}
 
     def _record(self) -> dict[str, Any]:
         return {"seeds": [c.seed for c in self.configs], "dir": str(self.population_dir)}
@@ -363,7 +300,6 @@ class PopulationLearner:
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        next_eval, next_save = cfg.eval_every or None, cfg.checkpoint_every or None
         diagnostics = NormDiagnostics(
             pop.modules(), pop.acting_modules(), every=cfg.norm_diagnostics_every
         )
@@ -386,19 +322,22 @@ class PopulationLearner:
                 monitor.progress(self.env_steps, sps, returns[-1] if returns else None)
                 if self.env_steps >= cfg.total_steps:
                     break
-                if next_eval is not None and self.env_steps >= next_eval:
+                evaluate = self.next_eval is not None and self.env_steps >= self.next_eval
+                save = self.next_save is not None and self.env_steps >= self.next_save
+                if evaluate:  # (unstacks every member)
                     self._evaluate(cfg.eval_episodes, member_monitors)
-                    next_eval = _after(next_eval, cfg.eval_every, self.env_steps)
-                if next_save is not None and self.env_steps >= next_save:
+                    self.next_eval = _after(self.next_eval, cfg.eval_every, self.env_steps)
+                if save:
+                    self.next_save = _after(self.next_save, cfg.checkpoint_every, self.env_steps)
+                if evaluate or save:  # as a run: last is written at every evaluation too
                     for k, agent in enumerate(self.agents):
                         unstack_agent(pop, k, agent)
-                        self._save(k, "last")
-                    next_save = _after(next_save, cfg.checkpoint_every, self.env_steps)
+                        self._checkpoint(k)
             finals = self._evaluate(cfg.final_eval_episodes, member_monitors)
             wall = time.perf_counter() - start
             results = []
             for k, (final, run_dir) in enumerate(zip(finals, self.run_dirs, strict=True)):
-                last = self._save(k, "last")
+                last = self._checkpoint(k)
                 summary = {
                     "env_steps": self.env_steps,
                     "updates": self.updates,
@@ -426,8 +365,8 @@ class PopulationLearner:
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
 
 
-def _after(due: int, every: int, now: int) -> int:
-    """The first of ``due, due + every, ...`` after ``now``."""
-    while due <= now:
+def _after(due: int | None, every: int, now: int) -> int | None:
+    """The first of ``due, due + every, ...`` after ``now`` (``None``: never due)."""
+    while due is not None and due <= now:
         due += every
     return due

@@ -228,3 +228,32 @@ def test_a_non_finite_member_stops_the_population_naming_its_seed(tmp_path: Path
         weight[1].view(-1)[0] = float("nan")  # member 1 is seed 1
     with pytest.raises(NonFiniteError, match=r"seeds \[1\]"):
         population._check_finite({})
+
+
+def test_a_member_resumes_alone_as_its_own_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, float64: None
+) -> None:
+    """A member's ``checkpoints/last`` holds its run's training state (its generator as the
+    global one, its env, episodes in flight, replay buffer and optimizer moments):
+    ``rlnorm train --resume`` on the member's run directory continues it alone, and after
+    as many steps again it has the weights of the seed trained alone, uninterrupted."""
+    agent, norm, extra = CASES["td3-ddpg-batch"]
+    population = _population(tmp_path, agent, norm, extra)
+    population.train()
+    member_dir = tmp_path / "seed1"
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--resume", str(member_dir), "--steps", str(2 * STEPS), "--quiet"]
+    assert cli.main(argv) == 0
+    resumed = rlnorm.load(member_dir / "checkpoints" / "last")
+
+    cfg = _config(agent, norm, extra, seed=1)
+    cfg.train.total_steps = 2 * STEPS
+    single = Learner.create(
+        agents.get(agent), _make_env(2), _make_env(2), cfg, tmp_path / "alone", True
+    )
+    single.train()
+    assert resumed.counters["env_steps"] == 2 * STEPS
+    for name, module in single.agent.modules().items():
+        got = resumed.modules()[name].state_dict()
+        for key, value in module.state_dict().items():
+            torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0, msg=f"{name}.{key}")

@@ -1,0 +1,162 @@
+"""Stacking a population: ``K`` single agents into one agent whose modules, optimizers and
+replay buffer carry a leading member dimension, ``K`` envs into one batch of sub-envs, and
+back again (a member's weights, optimizer state and training state as its own run's).
+:mod:`rlnorm.population` trains what this builds."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rlnorm import members
+from rlnorm.agent import Agent, OffPolicy
+from rlnorm.draws import MemberDraws
+from rlnorm.env import TorchVecEnv
+from rlnorm.errors import ConfigError
+from rlnorm.replay import MemberReplay
+
+OFF_POLICY_ONLY = (
+    "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
+    "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
+)
+
+
+def population_supported(agent_cls: type[Agent]) -> bool:
+    """Whether ``agent_cls`` trains as a population: an off-policy agent with a replay
+    buffer (its config has ``buffer_size``), as SAC, TD3 and CrossQ are."""
+    return "buffer_size" in getattr(agent_cls.Config, "__dataclass_fields__", {})
+
+
+class MemberEnvs(TorchVecEnv):
+    """One env per member, stepped as one batch of ``K * N`` sub-envs, member-major.
+
+    ``reset()`` resets member ``k``'s env with seed ``seeds[k]``, as the run ``--seed k``
+    resets its env; a seed given to ``reset`` is refused (each member has its own).
+    """
+
+    def __init__(self, envs: Sequence[TorchVecEnv], seeds: Sequence[int]) -> None:
+        if not envs or len(envs) != len(seeds):
+            raise ValueError(f"{len(envs)} envs for {len(seeds)} member seeds")
+        first = envs[0]
+        if any(env.num_envs != first.num_envs for env in envs):
+            raise ValueError("every member's env needs the same num_envs")
+        self.envs, self.seeds = list(envs), list(seeds)
+        self.env_id, self.device, self.dtype = first.env_id, first.device, first.dtype
+        self.per_member = first.num_envs
+        self.num_envs = first.num_envs * len(envs)
+        self.single_observation_space = first.single_observation_space
+        self.single_action_space = first.single_action_space
+        self.observation_space, self.action_space = first.observation_space, first.action_space
+        self._max_episode_steps = first.max_episode_steps
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if seed is not None:
+            raise ValueError("a population's env resets each member with its own seed")
+        obs = [
+            env.reset(seed=s, options=options)[0]
+            for env, s in zip(self.envs, self.seeds, strict=True)
+        ]
+        return torch.cat(obs), {}
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        steps = [
+            env.step(a) for env, a in zip(self.envs, actions.split(self.per_member), strict=True)
+        ]
+        obs, reward, terminated, truncated = (
+            torch.cat(parts) for parts in list(zip(*steps, strict=True))[:4]
+        )
+        return obs, reward, terminated, truncated, {}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def stack_agents(
+    agents: Sequence[Agent], generators: Sequence[torch.Generator], capacity: int
+) -> Agent:
+    """One agent training ``agents`` as members: the same class and config, every module
+    stacked, each optimizer rebuilt with its hyperparameters over the stacked weights, a
+    :class:`MemberReplay` of ``capacity`` transitions per member, and member ``k`` drawing
+    from ``generators[k]``."""
+    first = agents[0]
+    if not isinstance(first.collection, OffPolicy) or not hasattr(first, "replay"):
+        raise ConfigError(OFF_POLICY_ONLY.format(agent=first.name))
+    population = copy.copy(first)
+    population.draws = MemberDraws(generators)
+    population.counters = {}
+    stacked = {
+        name: members.stack([agent.modules()[name] for agent in agents]) for name in first.modules()
+    }
+    for name, module in stacked.items():
+        setattr(population, name, module)
+    for attr, optimizer in list(vars(first).items()):
+        if isinstance(optimizer, torch.optim.Optimizer):
+            setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
+    population.replay = MemberReplay(
+        len(agents),
+        capacity,
+        first.observation_space,
+        first.action_space,
+        population.draws,
+        first.device,
+    )
+    return population
+
+
+def _restacked(
+    optimizer: torch.optim.Optimizer,
+    single: dict[str, torch.nn.Module],
+    stacked: dict[str, torch.nn.Module],
+) -> torch.optim.Optimizer:
+    """``optimizer``'s class and hyperparameters over the stacked copy of the module whose
+    parameters it holds (all of them, in one group, as every rlnorm agent builds it)."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for name, module in single.items():
+        params = list(module.parameters())
+        if params and {id(p) for p in params} == held:
+            return type(optimizer)(stacked[name].parameters(), **optimizer.defaults)
+    raise ConfigError(
+        f"cannot stack {type(optimizer).__name__}: its parameters are not exactly one "
+        "module's, so a population cannot tell which stacked weights it should hold"
+    )
+
+
+def unstack_agent(population: Agent, k: int, into: Agent) -> None:
+    """Write member ``k``'s weights, statistics and optimizer state into ``into``, an agent
+    built like the members (its own config, seed ``k``'s), so it can act, be evaluated and
+    be saved as its own run would be."""
+    stacked = population.modules()
+    for name, module in into.modules().items():
+        members.unstack(stacked[name], k, module)
+    for attr, optimizer in vars(into).items():
+        if isinstance(optimizer, torch.optim.Optimizer):
+            _unstack_optimizer(getattr(population, attr), k, optimizer)
+
+
+def _unstack_optimizer(stacked: torch.optim.Optimizer, k: int, into: torch.optim.Optimizer) -> None:
+    """Member ``k``'s slice of each stacked parameter's optimizer state (Adam's moments;
+    its step count is the population's) as ``into``'s state. A stacked module's
+    parameters come in the order of the originals', so the two lists pair up."""
+    pairs = zip(
+        (p for group in stacked.param_groups for p in group["params"]),
+        (p for group in into.param_groups for p in group["params"]),
+        strict=True,
+    )
+    for stacked_param, param in pairs:
+        state = stacked.state.get(stacked_param)
+        if not state:
+            continue
+        into.state[param] = {
+            key: value[k].reshape(param.shape).clone()
+            if value.shape == stacked_param.shape  # a per-element moment, member k's slice
+            else value.clone()  # a count the members share (Adam's step)
+            for key, value in state.items()
+        }
