@@ -247,6 +247,15 @@ def write_outputs(
     return rows, curves
 
 
+#: How the runner trains seeds (:func:`rlnorm.reproduce.runner.populations`).
+SEEDS_NOTE = (
+    "- Seeds: those of an off-policy variant built by its registered class train together, "
+    "as one population in one process (`rlnorm.population`: member k is the run of seed k); "
+    "their `wall s/run` is the population's wall time divided by its seeds. Other trials "
+    "(PPO, the unsafe variants) run one per process."
+)
+
+
 def write_readme(
     out: Path,
     title: str,
@@ -271,6 +280,7 @@ def write_readme(
         "training), `figure.png`.",
         "- Statistics: interquartile mean (IQM) over seeds with a 95% stratified bootstrap "
         "confidence interval, computed by `rliable`.",
+        SEEDS_NOTE,
         "",
     ]
     body = [*head, *sections, "", "## Published numbers", "", *[f"- {p}" for p in published]]
