@@ -60,9 +60,12 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.resume is not None:
         return _resume(args, device)
-    if args.seeds is not None and (args.seed is not None or args.run_dir is not None):
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("--seeds names every member's seed: leave out --seed")
+    if args.seeds is not None and args.run_dir is not None and "{seed}" not in str(args.run_dir):
         raise ConfigError(
-            "--seeds names every member's seed and run directory: leave out --seed and --run-dir"
+            "with --seeds, --run-dir is a template with {seed} in it (runs/x/seed{seed}), "
+            "one run directory per member"
         )
     agent_name, env_id = args.agent or "ppo", args.env or "CartPole-v1"
     # Fail early, before anything is written, on an unknown env or backend.
@@ -126,8 +129,13 @@ def _train_population(
 
     seeds = parse_seeds(args.seeds)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dirs = [Path("runs", *parts, f"seed{seed}-{stamp}") for seed in seeds]
-    population_dir = Path("runs", *parts, f"population-{stamp}")
+    if args.run_dir is None:
+        template = str(Path("runs", *parts, f"seed{{seed}}-{stamp}"))
+        population_dir = Path("runs", *parts, f"population-{stamp}")
+    else:
+        template = str(args.run_dir)
+        population_dir = Path(template.replace("{seed}", "population"))
+    run_dirs = [Path(template.replace("{seed}", str(seed))) for seed in seeds]
     command = shlex.join(["rlnorm", *args.argv])
     with contextlib.ExitStack() as claims:
         for run_dir, seed in zip(run_dirs, seeds, strict=True):

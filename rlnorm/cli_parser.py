@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir",
         type=Path,
         default=None,
-        help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>",
+        help="default: runs/<agent>/<env>/<norm>/seed<k>-<timestamp>; with --seeds a "
+        "template with {seed} in it",
     )
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     train.add_argument(

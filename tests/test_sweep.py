@@ -301,3 +301,60 @@ def test_the_ray_backend_gives_the_local_results(local_sweep: Path) -> None:
         assert curves[0].steps.tolist() == curves[1].steps.tolist() == [256, 512, 768]
         assert curves[0].values.tolist() == curves[1].values.tolist(), name
     assert processes_writing(out) == []
+
+
+def test_group_seeds_plans_one_population_per_variant(tmp_path: Path) -> None:
+    """With ``--group-seeds``, fresh trials that differ only in their seed become one
+    ``rlnorm train --seeds`` job whose run-dir template names each trial's directory; a
+    trial to resume, and an agent that trains no population (PPO), stay alone."""
+    spec = specs.parse(
+        "train: {agent: sac, env: Pendulum-v1}\ngrid: {norm: [none, batch], seed: [0, 1, 2]}\n"
+    )
+    out = tmp_path / "out"
+    (out / "norm=batch__seed=2" / "checkpoints" / "last").mkdir(parents=True)  # interrupted
+    sweep_dir = runner.SweepDir(out, spec)
+    try:
+        jobs = runner.plan(sweep_dir, 1, retry_failed=False, group_seeds=True)
+    finally:
+        sweep_dir.close()
+    by_first = {job.trial.name: job for job in jobs}
+    none = by_first["norm=none__seed=0"]
+    assert [t.name for t in none.trials] == [
+        "norm=none__seed=0",
+        "norm=none__seed=1",
+        "norm=none__seed=2",
+    ]
+    argv = none.train_argv
+    assert argv[argv.index("--seeds") + 1] == "0,1,2" and "--seed" not in argv
+    assert argv[argv.index("--run-dir") + 1] == str(out / "norm=none__seed={seed}")
+    batch = by_first["norm=batch__seed=0"]
+    assert [t.name for t in batch.trials] == ["norm=batch__seed=0", "norm=batch__seed=1"]
+    assert by_first["norm=batch__seed=2"].train_argv[:2] == ["train", "--resume"]
+
+    ppo = specs.parse("train: {agent: ppo}\ngrid: {seed: [0, 1]}\n")
+    sweep_dir = runner.SweepDir(tmp_path / "ppo", ppo)
+    try:
+        assert len(runner.plan(sweep_dir, 1, retry_failed=False, group_seeds=True)) == 2
+    finally:
+        sweep_dir.close()
+
+
+def test_a_grouped_sweep_writes_every_trial_as_its_own_run(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "train: {agent: sac, env: Pendulum-v1, steps: 300, agent.learning_starts: 200, "
+        "agent.hidden: [16, 16], train.eval_every: 0, train.final_eval_episodes: 2, "
+        "train.eval_num_envs: 2}\ngrid: {norm: [batch], seed: [0, 1]}\n"
+    )
+    out = tmp_path / "out"
+    result = sweep(str(spec), "--out", str(out), "--workers", "1", "--group-seeds")
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = rows(out)
+    assert {name: row["status"] for name, row in table.items()} == {
+        "norm=batch__seed=0": "done",
+        "norm=batch__seed=1": "done",
+    }
+    for seed in (0, 1):
+        summary = json.loads((out / f"norm=batch__seed={seed}" / "summary.json").read_text())
+        assert summary["population"]["seeds"] == [0, 1]
+    assert (out / "logs" / "norm=batch__seed=population.log").is_file()  # one process

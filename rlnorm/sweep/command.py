@@ -64,6 +64,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     running.add_argument(
         "--retry-failed", action="store_true", help="run failed trials again (resumed if they can)"
     )
+    running.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="train trials that differ only in their seed as one population in one process "
+        "(rlnorm train --seeds; off-policy agents); each keeps its own run directory",
+    )
     report = parser.add_argument_group("rlnorm sweep report DIR")
     report.add_argument(
         "--metric",
@@ -121,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
             num_cpus=(args.workers or cores) * threads,
             resources=spec.resources,
         )
-    counts = runner.run(spec, out, backend, threads, args.retry_failed)
+    counts = runner.run(
+        spec, out, backend, threads, args.retry_failed, group_seeds=args.group_seeds
+    )
     print(
         f"sweep {out}: {counts['done']} done, {counts['failed']} failed of {len(spec.trials)}"
         f"; trials.csv holds each trial's status and result (rlnorm sweep report {out})"

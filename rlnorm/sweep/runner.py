@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,12 +61,18 @@ COLUMNS = ("trial", "status", "final_return", "final_std", "env_steps", "wall_s"
 
 @dataclass
 class Job:
-    """A trial to run now: the ``rlnorm train`` arguments and where its output goes."""
+    """A trial to run now: the ``rlnorm train`` arguments and where its output goes;
+    ``together``: more trials the same process trains as one population (``--group-seeds``)."""
 
     trial: Trial
     train_argv: list[str]
     log: Path
     threads: int
+    together: list[Trial] = field(default_factory=list)
+
+    @property
+    def trials(self) -> list[Trial]:
+        return [self.trial, *self.together]
 
 
 @dataclass
@@ -236,8 +242,11 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def plan(sweep: SweepDir, threads: int, retry_failed: bool) -> list[Job]:
-    """Each trial's state from its run directory; the jobs that remain, fresh or resumed."""
+def plan(sweep: SweepDir, threads: int, retry_failed: bool, group_seeds: bool = False) -> list[Job]:
+    """Each trial's state from its run directory; the jobs that remain, fresh or resumed.
+    With ``group_seeds``, fresh trials that differ only in their seed become one job that
+    trains them as one population (``rlnorm train --seeds``); a resumed one continues
+    alone, as every member of a population can."""
     jobs = []
     for trial in sweep.spec.trials:
         run_dir = sweep.run_dir(trial)
@@ -256,7 +265,44 @@ def plan(sweep: SweepDir, threads: int, retry_failed: bool) -> list[Job]:
             argv = trial.train_argv(run_dir, threads)
         sweep.record(trial, "pending")
         jobs.append(Job(trial, argv, sweep.out / "logs" / f"{trial.name}.log", threads))
-    return jobs
+    return _grouped(sweep, jobs, threads) if group_seeds else jobs
+
+
+def _grouped(sweep: SweepDir, jobs: list[Job], threads: int) -> list[Job]:
+    """Fresh jobs whose trials differ only in ``seed`` merged into one population job;
+    ``--run-dir`` becomes the trials' run directory with ``{seed}`` for the seed."""
+    from rlnorm import agents  # the registry imports torch: only when grouping
+    from rlnorm.population import population_supported
+
+    groups: dict[str, list[Job]] = {}
+    alone = []
+    for job in jobs:
+        trial = job.trial
+        agent = agents.get(str(trial.args.get("agent", "ppo")))
+        if (
+            "--resume" in job.train_argv
+            or "seed" not in trial.values
+            or not population_supported(agent)
+        ):
+            alone.append(job)
+            continue
+        template = "__".join(
+            "seed={seed}" if part == f"seed={trial.values['seed']}" else part
+            for part in trial.name.split("__")
+        )
+        groups.setdefault(template, []).append(job)
+    for template, members in groups.items():
+        if len(members) == 1:
+            alone.append(members[0])
+            continue
+        first = members[0].trial
+        seeds = ",".join(str(job.trial.values["seed"]) for job in members)
+        args = {key: value for key, value in first.args.items() if key != "seed"}
+        argv = replace(first, args=args).train_argv(sweep.out / template, threads)
+        argv += ["--seeds", seeds]
+        log = sweep.out / "logs" / f"{template.replace('{seed}', 'population')}.log"
+        alone.append(Job(first, argv, log, threads, [job.trial for job in members[1:]]))
+    return alone
 
 
 Backend = Callable[[list[Job]], Generator[tuple[Job, Outcome], None, None]]
@@ -269,32 +315,35 @@ def run(
     threads: int,
     retry_failed: bool = False,
     echo: Callable[[str], None] = print,
+    group_seeds: bool = False,
 ) -> dict[str, int]:
     """Run the trials of ``spec`` not finished in ``out`` on ``backend``; returns how many
-    trials ended in each status (``done``, ``failed``)."""
+    trials ended in each status (``done``, ``failed``). ``group_seeds``: see :func:`plan`."""
     sweep = SweepDir(out, spec)
     try:
-        jobs = plan(sweep, threads, retry_failed)
+        jobs = plan(sweep, threads, retry_failed, group_seeds)
         sweep.write()
-        total, done = len(spec.trials), len(spec.trials) - len(jobs)
+        total = len(spec.trials)
+        done = total - sum(len(job.trials) for job in jobs)
         resumed = sum("--resume" in job.train_argv for job in jobs)
         echo(
-            f"sweep {out}: {total} trials, {done} already ended, {len(jobs)} to run"
+            f"sweep {out}: {total} trials, {done} already ended, {total - done} to run"
             + (f" ({resumed} resumed from their last checkpoint)" if resumed else "")
         )
         # Closed on any exit: the backend kills its running trials and shuts Ray down.
         with contextlib.closing(backend(jobs)) as outcomes:
             for job, outcome in outcomes:
-                done += 1
-                trial = job.trial
-                if outcome.returncode == 0 and finished(sweep.run_dir(trial)) is not None:
-                    sweep.record(trial, "done")
-                    result = f"final return {float(sweep.rows[trial.name]['final_return']):.2f}"
-                else:
-                    sweep.record(trial, "failed", outcome.error or "no summary.json written")
-                    result = f"FAILED: {sweep.rows[trial.name]['error']} (log: {job.log})"
-                sweep.write()
-                echo(f"[{done}/{total}] {trial.name}: {outcome.wall_s:.1f} s, {result}")
+                for trial in job.trials:
+                    done += 1
+                    if outcome.returncode == 0 and finished(sweep.run_dir(trial)) is not None:
+                        sweep.record(trial, "done")
+                        final = float(sweep.rows[trial.name]["final_return"])
+                        result = f"final return {final:.2f}"
+                    else:
+                        sweep.record(trial, "failed", outcome.error or "no summary.json written")
+                        result = f"FAILED: {sweep.rows[trial.name]['error']} (log: {job.log})"
+                    sweep.write()
+                    echo(f"[{done}/{total}] {trial.name}: {outcome.wall_s:.1f} s, {result}")
         counts = {"done": 0, "failed": 0}
         for row in sweep.rows.values():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
