@@ -18,12 +18,13 @@ every member at once. Member ``k`` is the run ``--seed k``, not an approximation
 
 ``tests/test_population.py`` checks the weights after several updates against single-seed
 runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
-``eval.jsonl``, ``summary.json``, ``checkpoints/last`` and ``best``, TensorBoard evaluation
-curves) that ``rlnorm eval``, ``rlnorm audit``, ``rlnorm plot`` and :func:`rlnorm.load`
-read like any run's. Supported: the off-policy agents (SAC, TD3 and its DDPG setting,
-CrossQ) on native envs, every norm. Not yet: PPO, observation or reward normalization,
-resuming a population, isolating one member's NaN (a non-finite member stops the population,
-naming its seed); measured speed in ``benchmarks/results/seed_population.md``.
+``eval.jsonl``, ``summary.json``, ``checkpoints/last`` with its run's training state,
+``best``, ``step-<n>``, TensorBoard evaluation curves) that ``rlnorm eval``, ``audit``,
+``plot``, ``train --resume`` (the member continues alone) and :func:`rlnorm.load` read like
+any run's. Supported: the off-policy agents (SAC, TD3 and its DDPG setting, CrossQ), every
+norm, native and gymnasium envs. Not yet: PPO, observation or reward normalization, resuming
+the population as a whole, isolating one member's NaN (a non-finite member stops the
+population, naming its seed). Measured speed: ``benchmarks/results/seed_population.md``.
 """
 
 from __future__ import annotations
