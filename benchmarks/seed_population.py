@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["sac", "crossq"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--conditions", default="", help="what else ran on the machine")
     args = parser.parse_args()
     rows = []
     for agent in args.agents:
@@ -78,15 +79,18 @@ def write(rows: list[tuple], args: argparse.Namespace) -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     lines = [
         "# Seed populations: many seeds in one process",
         "",
-        f"- Command: `taskset -c 1 python benchmarks/seed_population.py "
-        f"{shlex.join(sys.argv[1:])}`".replace(" `", " `"),
+        f"- Command: `taskset -c {cores} python benchmarks/seed_population.py "
+        f"{shlex.join(sys.argv[1:])}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
         f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
-        f"torch {torch.__version__}, one torch thread, one process at a time, pinned to one "
-        f"core; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
+        f"torch {torch.__version__}, one torch thread, one process of this script at a time, "
+        f"pinned to core(s) {cores}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
+        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
         f"- Each agent's shipped `configs/<agent>/Pendulum-v1.yaml`, {args.steps} env steps per "
         "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
         "evaluations and checkpoints included).",
