@@ -13,7 +13,7 @@ after another would take (K x the single run, measured once), and every member's
 evaluation (20 episodes, deterministic). Pin it to one core for stable numbers::
 
     taskset -c 1 python benchmarks/seed_population.py [--agents sac crossq] [--sizes 1 8 32]
-        [--steps 20000]
+        [--steps 20000] [--conditions TEXT] [--output FILE]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
     args = parser.parse_args()
     rows = []
     for agent in args.agents:
@@ -108,8 +109,8 @@ def write(rows: list[tuple], args: argparse.Namespace) -> None:
             f"| {agent} | {size} | {wall:.1f} | {ratio:.2f} | {sps:.0f} | "
             f"{k * single[agent]:.0f} | {spread} |"
         )
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS}")
+    args.output.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
