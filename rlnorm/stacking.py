@@ -97,6 +97,11 @@ def stack_agents(
     }
     for name, module in stacked.items():
         setattr(population, name, module)
+    if any(population.modules()[name] is not module for name, module in stacked.items()):
+        raise ConfigError(
+            f"{first.name}: --seeds needs modules() to return the agent's module attributes "
+            "by their names, so that the stacked modules replace them"
+        )
     for attr, optimizer in list(vars(first).items()):
         if isinstance(optimizer, torch.optim.Optimizer):
             setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
