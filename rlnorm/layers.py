@@ -117,6 +117,36 @@ def renorm_clip_limits(layer: Any, passes: int) -> tuple[float, float]:
     return 1.0 + (layer.r_max - 1.0) * frac, layer.d_max * frac
 
 
+def renorm_step(
+    layer: Any, batch_mean: torch.Tensor, batch_var: torch.Tensor, n: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One train-mode pass of Batch Renorm's bookkeeping, for :class:`BatchRenorm1d` and its
+    member-batched twin (statistics ``(C,)`` or ``(K, C)``, elementwise alike): the batch's
+    standard deviation (with gradient) and the corrections ``r`` and ``d`` (without), after
+    moving the running statistics towards the batch of ``n`` samples per feature and
+    recording it (:class:`LastBatch`)."""
+    batch_std = torch.sqrt(batch_var + layer.eps)
+    running_std = torch.sqrt(layer.running_var + layer.eps)
+    r_max, d_max = layer.clip_limits()
+    with torch.no_grad():
+        r = (batch_std / running_std).clamp(1.0 / r_max, r_max)
+        d = ((batch_mean - layer.running_mean) / running_std).clamp(-d_max, d_max)
+        # momentum None: cumulative average over every batch, as in torch's BatchNorm
+        weight: float | torch.Tensor = (
+            1.0 / (layer.num_batches_tracked + 1).to(batch_mean.dtype)
+            if layer.momentum is None
+            else layer.momentum
+        )
+        for running, batch in (
+            (layer.running_mean, batch_mean),
+            (layer.running_var, batch_var * n / max(n - 1, 1)),
+        ):
+            running.lerp_(batch, weight)
+        layer.num_batches_tracked += 1
+        layer.record_batch(batch_mean, batch_std.reciprocal())
+    return batch_std, r, d
+
+
 class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
     """Batch Renormalization (Ioffe 2017) over ``(N, C)`` or ``(N, C, L)`` inputs.
 
@@ -185,26 +215,9 @@ class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
             dims = (0, 2) if input.dim() == 3 else (0,)
             batch_mean = input.mean(dims)
             batch_var = input.var(dims, unbiased=False)
-            batch_std = torch.sqrt(batch_var + self.eps)
-            running_std = torch.sqrt(self.running_var + self.eps)
-            r_max, d_max = self.clip_limits()
-            with torch.no_grad():
-                r = (batch_std / running_std).clamp(1.0 / r_max, r_max)
-                d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)
-                n = input.numel() / input.shape[1]
-                # momentum None: cumulative average over every batch, as in torch's BatchNorm
-                weight: float | torch.Tensor = (
-                    1.0 / (self.num_batches_tracked + 1).to(batch_mean.dtype)
-                    if self.momentum is None
-                    else self.momentum
-                )
-                for running, batch in (
-                    (self.running_mean, batch_mean),
-                    (self.running_var, batch_var * n / max(n - 1, 1)),
-                ):
-                    running.lerp_(batch, weight)
-                self.num_batches_tracked += 1
-                self.record_batch(batch_mean, batch_std.reciprocal())
+            batch_std, r, d = renorm_step(
+                self, batch_mean, batch_var, input.numel() / input.shape[1]
+            )
             x_hat = (input - self._shape(batch_mean, input)) / self._shape(batch_std, input)
             x_hat = x_hat * self._shape(r, input) + self._shape(d, input)
         return x_hat * self._shape(self.weight, input) + self._shape(self.bias, input)

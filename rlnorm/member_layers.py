@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rlnorm.errors import NormalizationError
-from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits
+from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits, renorm_step
 
 
 def per_member(t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
@@ -400,26 +400,7 @@ class MemberBatchRenorm1d(MemberBatchGuard, LastBatch, MemberModule):
             self.check_batch(input)
             batch_mean = input.mean(1)
             batch_var = input.var(1, unbiased=False)
-            batch_std = torch.sqrt(batch_var + self.eps)
-            running_std = torch.sqrt(self.running_var + self.eps)
-            r_max, d_max = self.clip_limits()
-            with torch.no_grad():
-                r = (batch_std / running_std).clamp(1.0 / r_max, r_max)
-                d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)
-                n = input.shape[1]
-                # momentum None: cumulative average over every batch, as in torch's BatchNorm
-                weight: float | torch.Tensor = (
-                    1.0 / (self.num_batches_tracked + 1).to(batch_mean.dtype)
-                    if self.momentum is None
-                    else self.momentum
-                )
-                for running, batch in (
-                    (self.running_mean, batch_mean),
-                    (self.running_var, batch_var * n / max(n - 1, 1)),
-                ):
-                    running.lerp_(batch, weight)
-                self.num_batches_tracked += 1
-                self.record_batch(batch_mean, batch_std.reciprocal())
+            batch_std, r, d = renorm_step(self, batch_mean, batch_var, input.shape[1])
             x_hat = (input - batch_mean[:, None]) / batch_std[:, None]
             x_hat = x_hat * r[:, None] + d[:, None]
         return x_hat * self.weight[:, None] + self.bias[:, None]
