@@ -120,6 +120,58 @@ def test_crossq_has_no_target_network_and_sac_does(tmp_path: Path) -> None:
     results = run_tiny("crossq", tmp_path)
     for r in results:
         assert (r["has_target_network"] == "True") == r["variant"].startswith("SAC")
+    check_rerun_reads_back_finished_trials(tmp_path / "crossq", results)
+
+
+def check_rerun_reads_back_finished_trials(out: Path, before: list[dict[str, str]]) -> None:
+    """A reproduction run again into the same folder reads its finished trials back from
+    ``trials/`` (same rows to the last digit) and trains only the missing or unreadable
+    ones."""
+    stored = sorted((out / "trials").glob("*.json"))
+    assert len(stored) == len(before)
+    stored[0].unlink()
+    stored[1].write_text('{"trial": ')  # a file cut off mid-write is not used
+    reproduce.run("crossq", budget="tiny", out=out)
+    after = rows(out)
+    retrained = [a for a, b in zip(after, before, strict=True) if a["wall_s"] != b["wall_s"]]
+    assert len(retrained) == 2
+    for a, b in zip(after, before, strict=True):
+        if a not in retrained:
+            assert a == b
+        assert a["commit"] and a["commit"] in (out / "README.md").read_text()
+
+
+def test_a_trial_stored_is_found_only_by_the_same_trial(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from rlnorm.reproduce import crossq, runner
+
+    store = runner.TrialStore(tmp_path)
+    trial = crossq.trials(1, "tiny")[0]
+    result = runner.TrialResult({"seed": 0, "final_return": float("nan")}, [{"step": 1.0}])
+    store.save(trial, result)
+    loaded = store.load(trial)
+    assert loaded is not None and loaded.curve == result.curve
+    assert loaded.row["final_return"] != loaded.row["final_return"]  # NaN kept
+    for other in (
+        replace(trial, steps=trial.steps + 1),
+        replace(trial, seed=1),
+        replace(trial, overrides=("agent.lr=0.1",)),
+        replace(trial, post=None),
+    ):
+        assert store.load(other) is None
+    from rlnorm.reproduce import perils_acting
+
+    acting = perils_acting.trials(1, "tiny")  # variants told apart by a partial's argument
+    assert len({store.path(t) for t in acting}) == len(acting)
+    edited = tmp_path / "edited.yaml"
+    assert trial.config_file is not None
+    edited.write_text(Path(trial.config_file).read_text())
+    copy = replace(trial, config_file=str(edited))
+    store.save(copy, result)
+    assert store.load(copy) is not None
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    assert store.load(copy) is None  # same file name, other content
 
 
 def test_norms_runs_every_kind_and_rliable_aggregates_them(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def run(
     (``tiny``, ``quick`` or ``full``) into ``out`` (default
     ``benchmarks/results/reproduce/NAME``), ``workers`` runs in parallel, only on the env
     ids in ``envs`` when given; returns ``out``."""
-    from rlnorm.reproduce import report, runner
+    from rlnorm.reproduce import runner
 
     if budget not in runner.BUDGETS:
         raise UnknownNameError("budget", budget, runner.BUDGETS)
@@ -70,7 +70,7 @@ def run(
     out = Path(out) if out is not None else RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     command = command or f"rlnorm reproduce {name} --seeds {n} --budget {budget}"
-    report.REVISION = report.commit()
+    runner.REVISION = runner.commit()
     module.run(seeds=n, budget=budget, out=out, workers=workers, command=command, envs=envs)
     return out
 

@@ -92,7 +92,9 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(runner.select(trials(seeds, budget), envs), workers, desc="crossq")
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="crossq", store=out / "trials"
+    )
     rows, _ = report.write_outputs(out, TITLE, results)
     keys = ("env", "variant")
     reps = report.reps_for(budget)

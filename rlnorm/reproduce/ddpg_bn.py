@@ -104,7 +104,9 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(runner.select(trials(seeds, budget), envs), workers, desc="ddpg-bn")
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="ddpg-bn", store=out / "trials"
+    )
     rows, _ = report.write_outputs(out, TITLE, results)
     episodes = STEPS[budget][2]
     env_ids = list(dict.fromkeys(r["env"] for r in rows))

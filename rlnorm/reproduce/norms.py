@@ -149,7 +149,9 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
-    results = runner.run_trials(runner.select(trials(seeds, budget), envs), workers, desc="norms")
+    results = runner.run_trials(
+        runner.select(trials(seeds, budget), envs), workers, desc="norms", store=out / "trials"
+    )
     rows, _ = report.write_outputs(out, TITLE, results)
     episodes = 4 if budget == "tiny" else 100
     random = {

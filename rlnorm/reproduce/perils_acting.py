@@ -241,7 +241,10 @@ def run(
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
     results = runner.run_trials(
-        runner.select(trials(seeds, budget), envs), workers, desc="perils-acting"
+        runner.select(trials(seeds, budget), envs),
+        workers,
+        desc="perils-acting",
+        store=out / "trials",
     )
     rows, _ = report.write_outputs(out, TITLE, results)
     keys = ("env", "variant")

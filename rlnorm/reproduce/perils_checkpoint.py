@@ -255,6 +255,7 @@ def loading_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     if name.startswith("rlnorm")
                     else "",
                     "auc": row["auc"],
+                    "commit": row.get("commit", ""),
                     "wall_s": row["wall_s"],
                 }
             )
@@ -267,7 +268,10 @@ def run(
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
     results = runner.run_trials(
-        runner.select(trials(seeds, budget), envs), workers, desc="perils-checkpoint"
+        runner.select(trials(seeds, budget), envs),
+        workers,
+        desc="perils-checkpoint",
+        store=out / "trials",
     )
     curves = [c for r in results for c in r.curve]
     rows = loading_rows([r.row for r in results])

@@ -215,7 +215,10 @@ def run(
     """Run the reproduction and write its four files into ``out``; returns the table."""
     start = time.perf_counter()
     results = runner.run_trials(
-        runner.select(trials(seeds, budget), envs), workers, desc="perils-shared-stats"
+        runner.select(trials(seeds, budget), envs),
+        workers,
+        desc="perils-shared-stats",
+        store=out / "trials",
     )
     results += [
         miniature(variant, seed, STEPS[budget][1])

@@ -10,7 +10,6 @@ import csv
 import os
 import platform
 import re
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlnorm.reproduce import runner
 from rlnorm.reproduce.runner import TrialResult
 
 
@@ -151,29 +151,6 @@ def plot_bars(table: Sequence[dict[str, Any]], path: Path, title: str, value: st
     plt.close(fig)
 
 
-#: The commit a reproduction started from (set by :func:`rlnorm.reproduce.run`), so that
-#: edits made while it runs do not change what its README says it ran.
-REVISION = ""
-
-
-def commit() -> str:
-    """The git commit the code runs from (``-dirty`` with uncommitted changes), if known."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head + ("-dirty" if dirty else "")) if head else "unknown"
-
-
 def machine() -> str:
     """The machine in one line: CPU count, platform, torch, load average at the end."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -256,6 +233,23 @@ SEEDS_NOTE = (
 )
 
 
+def commits(out: Path) -> str:
+    """The commit(s) that trained the rows of ``out/results.csv`` (rows read back from the
+    trial store may come from an earlier commit than this run's)."""
+    revision = runner.REVISION or runner.commit()
+    try:
+        with open(out / "results.csv") as f:
+            found = [
+                c for c in dict.fromkeys(r.get("commit") or "" for r in csv.DictReader(f)) if c
+            ]
+    except OSError:
+        found = []
+    if not found or found == [revision]:
+        return f"`{revision}`"
+    shown = ", ".join(f"`{c}`" for c in found)
+    return f"rows trained at {shown} (see the `commit` column); this report written at `{revision}`"
+
+
 def write_readme(
     out: Path,
     title: str,
@@ -273,7 +267,7 @@ def write_readme(
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Commit: `{REVISION or commit()}`",
+        f"- Commit: {commits(out)}",
         f"- Machine: {machine()}",
         f"- Wall time of the whole reproduction: {wall_s:.0f} s",
         "- Files: `results.csv` (one row per seed x variant), `curves.csv` (evaluations during "

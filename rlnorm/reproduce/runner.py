@@ -9,7 +9,10 @@ nothing here knows what a reproduction reproduces.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import subprocess
 import tempfile
 import time
 import warnings
@@ -73,6 +76,29 @@ class TrialResult:
 
     row: dict[str, Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: The commit a reproduction started from (set by :func:`rlnorm.reproduce.run`), so that
+#: edits made while it runs do not change what its README says it ran.
+REVISION = ""
+
+
+def commit() -> str:
+    """The git commit the code runs from (``-dirty`` with uncommitted changes), if known."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head + ("-dirty" if dirty else "")) if head else "unknown"
 
 
 def packaged_config(relative: str) -> str:
@@ -281,27 +307,101 @@ def _run_group(task: Callable[[Trial], TrialResult], group: list[Trial]) -> list
     return train_population(group) if len(group) > 1 else [task(group[0])]
 
 
+def trial_identity(trial: Trial) -> dict[str, Any]:
+    """What makes a trial the same trial again: its fields, the functions that build and
+    measure it by name, and its config file by content (a shipped file edited since gives
+    another identity)."""
+    identity: dict[str, Any] = {
+        name: getattr(trial, name)
+        for name in Trial.__dataclass_fields__
+        if name not in ("make_agent", "post", "config_file", "overrides")
+    }
+    identity["overrides"] = list(trial.overrides)
+    for name in ("make_agent", "post"):
+        identity[name] = _function_name(getattr(trial, name))
+    if trial.config_file is not None:
+        text = Path(trial.config_file).read_bytes()
+        identity["config_file"] = [Path(trial.config_file).name, hashlib.sha256(text).hexdigest()]
+    return identity
+
+
+def _function_name(fn: Callable[..., Any] | None) -> str | None:
+    """``module.name`` of a trial's function; a ``functools.partial`` with its arguments."""
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        bound = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"{_function_name(fn.func)}({', '.join(bound)})"
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+class TrialStore:
+    """Finished trials kept as JSON files in a folder (``OUT/trials/``), so that a
+    reproduction stopped part-way (a crash, a kill, a split over machines) reruns only the
+    trials it has not finished. A file whose trial differs, or that does not parse, is not
+    used; each row records the commit that trained it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, trial: Trial) -> Path:
+        digest = hashlib.sha256(
+            json.dumps(trial_identity(trial), sort_keys=True).encode()
+        ).hexdigest()[:16]
+        return self.folder / f"{trial.env}-seed{trial.seed}-{digest}.json"
+
+    def load(self, trial: Trial) -> TrialResult | None:
+        """The stored result of ``trial``, or ``None``."""
+        path = self.path(trial)
+        try:
+            data = json.loads(path.read_text())
+            if data["trial"] != json.loads(json.dumps(trial_identity(trial))):
+                return None
+            return TrialResult(dict(data["row"]), list(data["curve"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, trial: Trial, result: TrialResult) -> None:
+        """Keep ``result``, written whole or not at all."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(trial)
+        data = {"trial": trial_identity(trial), "row": result.row, "curve": result.curve}
+        unfinished = path.with_suffix(".part")
+        unfinished.write_text(json.dumps(data, allow_nan=True))
+        unfinished.replace(path)
+
+
 def run_trials(
     trials: Sequence[Trial],
     workers: int = 1,
     desc: str = "",
     task: Callable[[Trial], TrialResult] = train_trial,
     together: bool = True,
+    store: Path | None = None,
 ) -> list[TrialResult]:
     """Run ``task`` on every trial, ``workers`` processes at a time, with a progress bar;
     results come back in the order of ``trials``. With ``together`` (and the default
-    task), the seeds of a variant train as one population (:func:`populations`)."""
+    task), the seeds of a variant train as one population (:func:`populations`). With a
+    ``store`` folder, trials finished there before are read back instead of run again, and
+    each trial is kept there as it finishes (:class:`TrialStore`)."""
+    kept = TrialStore(store) if store is not None else None
+    results: list[TrialResult | None] = [kept.load(t) if kept is not None else None for t in trials]
+    remaining = [i for i, r in enumerate(results) if r is None]
     groups = (
-        populations(trials)
+        [[remaining[j] for j in g] for g in populations([trials[i] for i in remaining])]
         if together and task is train_trial
-        else [[i] for i in range(len(trials))]
+        else [[i] for i in remaining]
     )
-    results: list[TrialResult | None] = [None] * len(trials)
     bar = tqdm(total=len(trials), desc=desc, unit="run", leave=True)
+    bar.update(len(trials) - len(remaining))
+    revision = REVISION or commit()
 
     def done(group: list[int], group_results: list[TrialResult]) -> None:
         for i, result in zip(group, group_results, strict=True):
+            result.row["commit"] = revision
             results[i] = result
+            if kept is not None:
+                kept.save(trials[i], result)
         bar.update(len(group))
 
     if workers <= 1:
