@@ -5,3 +5,24 @@ import torch
 # The networks under test are tiny: one intra-op thread is fastest, and it keeps timings
 # stable when the suite shares the machine's two cores with other work.
 torch.set_num_threads(1)
+
+#: The modules whose tests take the longest (a trained agent, a Ray cluster, mypy over the
+#: package), slowest first. They are handed out to the workers first, so that the suite
+#: does not end waiting on one of them while the other cores sit idle.
+SLOW_MODULES = (
+    "test_sweep.py",
+    "test_learning.py",
+    "test_house.py",
+    "test_sb3_interop.py",
+    "test_plugin_agent.py",
+    "test_reproduce.py",
+    "test_cli.py",
+    "test_resume.py",
+)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the slow modules first, each module's tests kept together and in order (so a
+    module-scoped fixture is built once)."""
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

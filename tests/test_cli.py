@@ -437,6 +437,23 @@ def test_eval_render_writes_an_animated_gif_of_one_episode(
         assert 2 <= image.n_frames <= frames
 
 
+def test_gif_frames_keep_every_colour_exactly_when_256_suffice() -> None:
+    import numpy as np
+
+    from rlnorm.render import _palette_images
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
+    frames = [colours[rng.integers(0, 256, size=(8, 5))] for _ in range(3)]
+    images = _palette_images(frames)
+    assert images is not None
+    for image, frame in zip(images, frames, strict=True):
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image.convert("RGB")), frame)
+    frames.append(rng.integers(0, 256, size=(20, 20, 3), dtype=np.uint8))  # > 256 colours
+    assert _palette_images(frames) is None
+
+
 def test_plot_draws_the_runs_learning_curves(
     runs: dict[str, tuple[Path, int, str]], tmp_path: Path
 ) -> None:

@@ -3,8 +3,9 @@ with cosine normalization (whose paper form did not learn CartPole: see CosineLi
 and the shipped Acrobot config must reach its target.
 
 The full default budget (150k steps) reaches a 100-episode mean of 500 (README); here a
-third of it must already clear 195, gymnasium's old 'solved' bar for CartPole, in a
-deterministic eval-mode evaluation.
+third of it (a sixth without BatchNorm, which learns CartPole faster) must already clear 195,
+gymnasium's old 'solved' bar for CartPole, in a deterministic eval-mode evaluation. Measured
+on seed 0 at 25k steps: layer 500, none 500, cosine 311, batch 184 (at 50k it passes).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import pytest
 from rlnorm.cli import main
 
 
-@pytest.mark.parametrize("norm", ["batch", "layer", "none", "cosine"])
-def test_ppo_learns_cartpole_on_a_small_budget(norm: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("norm", "steps"), [("batch", 50_000), ("layer", 25_000), ("none", 25_000), ("cosine", 25_000)]
+)
+def test_ppo_learns_cartpole_on_a_small_budget(norm: str, steps: int, tmp_path: Path) -> None:
     status = main(
         [
             "train",
@@ -31,7 +34,7 @@ def test_ppo_learns_cartpole_on_a_small_budget(norm: str, tmp_path: Path) -> Non
             "--seed",
             "0",
             "--steps",
-            "50000",
+            str(steps),
             "--run-dir",
             str(tmp_path),
             "--quiet",

@@ -35,7 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default benchmarks/results/reproduce/NAME)",
+        help="output folder (default benchmarks/results/reproduce/NAME); finished trials are "
+        "kept in OUT/trials/, and a rerun into the same folder trains only the others",
     )
     rp.add_argument(
         "--workers", type=positive_int_argument, default=1, help="runs in parallel processes"
