@@ -129,19 +129,28 @@ def _train_population(
 
     seeds = parse_seeds(args.seeds)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.run_dir is None:
+    if args.resume is not None:  # --resume POPULATION_DIR: its members' own directories
+        population_dir, run_dirs = args.resume, [Path(d) for d in args.population["runs"]]
+    elif args.run_dir is None:
         template = str(Path("runs", *parts, f"seed{{seed}}-{stamp}"))
         population_dir = Path("runs", *parts, f"population-{stamp}")
     else:
         template = str(args.run_dir)
         population_dir = Path(template.replace("{seed}", "population"))
-    run_dirs = [Path(template.replace("{seed}", str(seed))) for seed in seeds]
+    if args.resume is None:
+        run_dirs = [Path(template.replace("{seed}", str(seed))) for seed in seeds]
     command = shlex.join(["rlnorm", *args.argv])
     with contextlib.ExitStack() as claims:
         for run_dir, seed in zip(run_dirs, seeds, strict=True):
-            claims.enter_context(rundir.claim(run_dir, command=command))
-            (run_dir / "config.yaml").write_text(config.dump(dataclasses.replace(cfg, seed=seed)))
-            (run_dir / "command.txt").write_text(command + "\n")
+            resume = args.resume is not None
+            claims.enter_context(
+                rundir.claim(run_dir, resume=resume, overwrite=args.overwrite, command=command)
+            )
+            if not resume:
+                config_file = dataclasses.replace(cfg, seed=seed)
+                (run_dir / "config.yaml").write_text(config.dump(config_file))
+            with open(run_dir / "command.txt", "a" if resume else "w") as f:
+                f.write(command + "\n")
 
         def make_env(num_envs: int) -> Any:
             return envs.make(cfg.env, num_envs=num_envs, device=device, backend=cfg.backend)
@@ -149,6 +158,9 @@ def _train_population(
         learner = PopulationLearner(
             agents.get(cfg.agent), cfg, seeds, run_dirs, population_dir, make_env, args.quiet
         )
+        if args.resume is not None:
+            learner.restore()
+            print(f"resuming {len(seeds)} seeds at env step {learner.env_steps} each")
         result = learner.train()
     print(
         f"trained {len(seeds)} seeds of {cfg.agent} ({cfg.norm} norm) on {cfg.env} in one "
@@ -161,7 +173,7 @@ def _train_population(
             f"seed {member.seed}: final evaluation {final.mean:.2f} +- {final.std:.2f} over "
             f"{len(final.returns)} episodes   ({rlnorm} eval {member.last_checkpoint})"
         )
-    logs = Path("runs", *parts)
+    logs = population_dir.parent
     print(f"TensorBoard logs:  {logs}   (view: {_program('tensorboard')} --logdir {logs})")
     return 0
 
@@ -187,6 +199,7 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
         "--seed": args.seed,
         "--config": args.config,
         "--run-dir": args.run_dir,
+        "--seeds": args.seeds,
     }
     given = [flag for flag, value in fixed.items() if value is not None]
     if given or args.overrides or args.nan_policy or args.deterministic:
@@ -194,6 +207,16 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
             f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}"
             " (only --steps, --device, --threads and --quiet may change)"
         )
+    record = args.resume / "population.json"
+    if record.is_file():  # a population's directory: its members continue together
+        args.population = json.loads(record.read_text())
+        run = checkpoint.read_meta(Path(args.population["runs"][0], "checkpoints", "last")).run
+        if run is None:
+            raise CheckpointError(f"{args.resume}: its first member records no run config")
+        cfg = config.from_dict(run.config, agents.get)
+        cfg.train.total_steps, cfg.device = args.steps or cfg.train.total_steps, str(device)
+        args.seeds = ",".join(str(seed) for seed in args.population["seeds"])
+        return _train_population(args, cfg, (cfg.agent, cfg.env, cfg.norm), device)
     last = args.resume / "checkpoints" / "last"
     if not args.resume.is_dir():
         raise RlnormError(f"--resume {args.resume}: no such run directory")

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="RUN_DIR",
-        help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it)",
+        help="continue RUN_DIR from checkpoints/last (same config; --steps may extend it); "
+        "a --seeds population's population-<time> directory continues every member together",
     )
     train.add_argument(
         "--overwrite",

@@ -21,9 +21,10 @@ runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
 ``eval.jsonl``, ``summary.json``, ``checkpoints/last`` with its run's training state,
 ``best``, ``step-<n>``, TensorBoard evaluation curves) that ``rlnorm eval``, ``audit``,
 ``plot``, ``train --resume`` (the member continues alone) and :func:`rlnorm.load` read like
-any run's. Supported: the off-policy agents (SAC, TD3 and its DDPG setting, CrossQ), every
-norm, native and gymnasium envs. Not yet: PPO, observation or reward normalization, resuming
-the population as a whole, isolating one member's NaN (a non-finite member stops the
+any run's; :meth:`PopulationLearner.restore` continues them all together from those
+checkpoints. Supported: the off-policy agents (SAC, TD3 and its DDPG setting, CrossQ), every
+norm, native and gymnasium envs. Not yet: PPO, observation or reward normalization,
+isolating one member's NaN (a non-finite member stops the
 population, naming its seed). Measured speed: ``benchmarks/results/seed_population.md``.
 """
 
@@ -57,6 +58,7 @@ from rlnorm.stacking import (
     MemberEnvs,
     population_supported,
     stack_agents,
+    stack_optimizer_states,
     unstack_agent,
 )
 
@@ -108,7 +110,7 @@ class PopulationLearner:
             )
         if not population_supported(agent_cls):  # checked again when stacking
             raise ConfigError(OFF_POLICY_ONLY.format(agent=config.agent))
-        self.configs = [replace(config, seed=seed) for seed in seeds]
+        self.agent_cls, self.configs = agent_cls, [replace(config, seed=seed) for seed in seeds]
         self.run_dirs, self.population_dir = [Path(d) for d in run_dirs], Path(population_dir)
         self.quiet = quiet
         # A replay that holds the whole run never wraps, so a smaller one than the config's
@@ -138,18 +140,69 @@ class PopulationLearner:
             )
             generators.append(generator)
         env.close()
-        self.population = stack_agents(self.agents, generators, capacity)
-        for module in self.population.modules().values():
-            module.eval()
+        self.capacity = capacity
         self.env = MemberEnvs([make_env(train.num_envs) for _ in seeds], list(seeds))
         self.eval_envs = [make_env(train.eval_num_envs) for _ in seeds]
-        self.rollouts = RolloutManager(self.population, self.env)
+        self._stack(generators)
+        self.restored = False
         self.env_steps = self.updates = 0
         self.best_means = [-math.inf] * len(seeds)
         self._params: list[torch.Tensor] | None = None
         train_cfg = config.train
         self.next_eval = train_cfg.eval_every or None
         self.next_save = train_cfg.checkpoint_every or None
+
+    def _stack(self, generators: list[torch.Generator]) -> None:
+        self.population = stack_agents(self.agents, generators, self.capacity)
+        for module in self.population.modules().values():
+            module.eval()
+        self.rollouts = RolloutManager(self.population, self.env)
+
+    def restore(self) -> None:
+        """Continue the whole population from its members' ``checkpoints/last`` (written
+        together, at one env step): each member's weights, optimizer state, generator, env,
+        episodes in flight and replay buffer, and the schedule, as if never stopped."""
+        lasts = [d / "checkpoints" / "last" for d in self.run_dirs]
+        metas = [checkpoint.read_meta(last) for last in lasts]
+        counters = {(m.counters.get("env_steps", -1), m.counters.get("updates", -1)) for m in metas}
+        if len(counters) != 1 or any(m.learner is None for m in metas):
+            raise ConfigError(
+                f"the members' last checkpoints stand at different steps {sorted(counters)}: "
+                "resume each member alone (rlnorm train --resume MEMBER_DIR)"
+            )
+        generators, states = [], []
+        for agent, last in zip(self.agents, lasts, strict=True):
+            saved = checkpoint.load(last, lambda _: self.agent_cls, agent.device)
+            for name, module in agent.modules().items():
+                module.load_state_dict(saved.modules()[name].state_dict())
+            for name, optimizer in agent.optimizers().items():
+                optimizer.load_state_dict(saved.optimizers()[name].state_dict())
+            state = checkpoint.load_training_state(last, agent.device)
+            generator = torch.Generator(device=agent.device)
+            generator.set_state(state.get("rng.cuda", state["rng.torch"]).cpu())
+            generators.append(generator)
+            states.append(state)
+        self._stack(generators)
+        stack_optimizer_states(self.population, self.agents)
+        self.rollouts.reset()
+        replay: MemberReplay = self.population.replay  # type: ignore[attr-defined]
+        for k, (env, state) in enumerate(zip(self.env.envs, states, strict=True)):
+            if not isinstance(env, ResumableEnv):
+                raise ConfigError(f"{env!r} cannot restore its state: resume members one by one")
+            env.load_state_dict(_part(state, "env"))
+            replay.load_member(k, _part(state, "replay"))
+        parts = [_part(state, "rollout") for state in states]
+        self.rollouts.load_state_dict(
+            {
+                k: torch.cat([p[k] for p in parts]) if k in _COLUMNS else v
+                for k, v in parts[0].items()
+            }
+        )
+        (self.env_steps, self.updates), learner = counters.pop(), metas[0].learner
+        assert learner is not None
+        self.best_means = [m.learner.best_mean for m in metas if m.learner is not None]
+        self.next_eval, self.next_save = learner.next_eval, learner.next_checkpoint
+        self._params, self.restored = None, True
 
     # -- per member ------------------------------------------------------------------------
     def member_replay(self, k: int) -> ReplayBuffer:
@@ -204,7 +257,7 @@ class PopulationLearner:
         for name, value in self.rollouts.state_dict().items():
             if name.startswith("recent_"):
                 value = value[:0]
-            elif name in ("obs", "episode_return", "episode_length", "prev_done"):
+            elif name in _COLUMNS:
                 value = value[columns]
             state[f"rollout.{name}"] = value.clone()
         replay = self.member_replay(k).state_dict()
@@ -305,7 +358,8 @@ class PopulationLearner:
             pop.modules(), pop.acting_modules(), every=cfg.norm_diagnostics_every
         )
         try:
-            self.rollouts.reset()
+            if not self.restored:
+                self.rollouts.reset()
             while self.env_steps < cfg.total_steps:
                 warming_up = self.env_steps < collection.learning_starts
                 rollout = self.rollouts.collect(collection.steps_per_env, warming_up)
@@ -364,6 +418,15 @@ class PopulationLearner:
                 member_monitor.close()
             torch.use_deterministic_algorithms(deterministic)
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
+
+
+#: Rollout state with one entry per sub-env (the rest is the population's, or empty).
+_COLUMNS = ("obs", "episode_return", "episode_length", "prev_done")
+
+
+def _part(state: dict[str, torch.Tensor], group: str) -> dict[str, torch.Tensor]:
+    """The ``group.name`` entries of a saved training state, by ``name``."""
+    return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(group + ".")}
 
 
 def _after(due: int | None, every: int, now: int) -> int | None:

@@ -234,6 +234,20 @@ class MemberReplay:
         buffer.last_added_steps = self.last_added_steps
         return buffer
 
+    def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Put member ``k``'s buffer as its own run saved it (:meth:`ReplayBuffer.state_dict`)
+        in place: the inverse of :meth:`member`."""
+        filled = int(state["obs"].shape[0])
+        if filled > self.capacity:
+            raise ValueError(f"{filled} stored transitions exceed the capacity {self.capacity}")
+        for name in _FIELDS:
+            target = self.storage[name]
+            if state[name].shape[1:] != target.shape[2:] or state[name].dtype != target.dtype:
+                raise ValueError(f"replay field {name!r} does not fit member {k}'s buffer")
+            target[k, :filled] = state[name].to(self.device)
+        self.position[k] = int(state["position"])
+        self.filled[k] = filled
+
     def sample(self, batch_size: int) -> Transitions:
         """``batch_size`` transitions per member, uniformly with replacement from its own."""
         u = self.draws.rand((batch_size,), self.device)

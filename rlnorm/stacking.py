@@ -165,3 +165,35 @@ def _unstack_optimizer(stacked: torch.optim.Optimizer, k: int, into: torch.optim
             else value.clone()  # a count the members share (Adam's step)
             for key, value in state.items()
         }
+
+
+def stack_optimizer_states(population: Agent, agents: Sequence[Agent]) -> None:
+    """The members' optimizer states (``agents[k]``'s, e.g. restored from member ``k``'s
+    checkpoint) as the population's: the inverse of :func:`unstack_agent`'s optimizer part.
+    A count the members share (Adam's step) must be the same in every member."""
+    for attr, stacked in vars(population).items():
+        if not isinstance(stacked, torch.optim.Optimizer):
+            continue
+        own = [getattr(agent, attr) for agent in agents]
+        member_params = [[p for g in o.param_groups for p in g["params"]] for o in own]
+        stacked_params = [p for g in stacked.param_groups for p in g["params"]]
+        for i, stacked_param in enumerate(stacked_params):
+            states = [o.state.get(params[i]) for o, params in zip(own, member_params, strict=True)]
+            if not any(states):
+                continue
+            if not all(states) or any(set(s) != set(states[0]) for s in states):
+                raise ConfigError(f"{attr}: the members' optimizer states differ in kind")
+            merged = {}
+            for key, first in states[0].items():
+                # a per-element moment; Adam's step is a count even for a scalar parameter
+                if key != "step" and first.shape == member_params[0][i].shape:
+                    merged[key] = torch.stack(
+                        [s[key].reshape(stacked_param.shape[1:]) for s in states]
+                    )
+                elif all(torch.equal(s[key], first) for s in states):
+                    merged[key] = first.clone()
+                else:
+                    raise ConfigError(
+                        f"{attr}: the members' optimizer {key!r} differs; resume them one by one"
+                    )
+            stacked.state[stacked_param] = merged

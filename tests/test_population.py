@@ -183,6 +183,15 @@ def test_member_run_directories_are_ordinary_runs(
         assert (run / "eval.jsonl").read_text().count("\n") == 1
         assert cli.main(["eval", str(run / "checkpoints" / "last"), "--episodes", "2"]) == 0
         assert cli.main(["audit", str(run / "checkpoints" / "last")]) in (0, 1)
+    # the population's directory resumes every member together, each in its own directory
+    (population,) = (tmp_path / "runs" / "sac" / "Pendulum-v1" / "batch").glob("population-*")
+    resume = ["train", "--resume", str(population), "--steps", str(2 * STEPS), "--quiet"]
+    assert cli.main([*resume, "--seed", "3"]) == 2  # members keep their own seeds
+    assert cli.main(resume) == 0
+    for run in runs:
+        assert rlnorm.load(run / "checkpoints" / "last").counters["env_steps"] == 2 * STEPS
+        assert (run / "eval.jsonl").read_text().count("\n") == 2
+        assert (run / "command.txt").read_text().count("--resume") == 1
 
 
 def test_seeds_parse_ranges_and_lists() -> None:
@@ -257,3 +266,63 @@ def test_a_member_resumes_alone_as_its_own_run(
         got = resumed.modules()[name].state_dict()
         for key, value in module.state_dict().items():
             torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0, msg=f"{name}.{key}")
+
+
+def _assert_members_equal_single_runs(tmp_path: Path, agent: str, norm: str, extra: list[str]):
+    """Each member's ``checkpoints/last`` has the weights of its seed trained alone to
+    ``2 * STEPS`` (float64, 1e-6)."""
+    for seed in SEEDS:
+        cfg = _config(agent, norm, extra, seed=seed)
+        cfg.train.total_steps = 2 * STEPS
+        single = Learner.create(
+            agents.get(agent), _make_env(2), _make_env(2), cfg, tmp_path / f"alone{seed}", True
+        )
+        single.train()
+        member = rlnorm.load(tmp_path / f"seed{seed}" / "checkpoints" / "last")
+        assert member.counters["env_steps"] == 2 * STEPS
+        for name, module in single.agent.modules().items():
+            got = member.modules()[name].state_dict()
+            for key, value in module.state_dict().items():
+                torch.testing.assert_close(
+                    got[key], value, atol=1e-6, rtol=0, msg=f"seed {seed}: {name}.{key}"
+                )
+
+
+@pytest.mark.parametrize("case", ["sac-batch", "crossq-batch_renorm"])
+def test_the_population_resumes_as_a_whole(tmp_path: Path, case: str, float64: None) -> None:
+    """After a stop, the population continues from its members' last checkpoints (weights,
+    Adam moments, generators, envs, episodes in flight, replay buffers) together, and ends
+    where each seed trained alone and uninterrupted ends."""
+    agent, norm, extra = CASES[case]
+    _population(tmp_path, agent, norm, extra).train()
+    cfg = _config(agent, norm, extra)
+    cfg.train.total_steps = 2 * STEPS
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    population = PopulationLearner(
+        agents.get(agent), cfg, SEEDS, runs, tmp_path / "population", _make_env, quiet=True
+    )
+    population.restore()
+    assert (population.env_steps, population.restored) == (STEPS, True)
+    population.train()
+    _assert_members_equal_single_runs(tmp_path, agent, norm, extra)
+
+
+def test_members_stopped_at_different_steps_resume_one_by_one(
+    tmp_path: Path, float64: None
+) -> None:
+    agent, norm, extra = CASES["sac-batch"]
+    _population(tmp_path, agent, norm, extra).train()
+    cfg = _config(agent, norm, extra, seed=1)
+    cfg.train.total_steps = STEPS + 4
+    single = Learner(
+        rlnorm.load(tmp_path / "seed1" / "checkpoints" / "last"),
+        _make_env(2), _make_env(2), cfg, tmp_path / "seed1", True,
+    )  # fmt: skip
+    single.restore(tmp_path / "seed1" / "checkpoints" / "last")
+    single.train()  # seed 1 alone is now further on than the others
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    population = PopulationLearner(
+        agents.get(agent), cfg, SEEDS, runs, tmp_path / "population", _make_env, quiet=True
+    )
+    with pytest.raises(ConfigError, match="resume each member alone"):
+        population.restore()
