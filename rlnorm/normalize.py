@@ -26,34 +26,44 @@ from torch import nn
 
 class RunningMoments(nn.Module):
     """Running mean and variance of a stream of batches (Chan et al.'s parallel update),
-    kept in float64 so that millions of updates do not lose precision."""
+    kept in float64 so that millions of updates do not lose precision.
+
+    With ``members`` (a seed population, :mod:`rlnorm.population`) every statistic gets a
+    leading member dimension and each member folds in only its own rows.
+    """
 
     mean: torch.Tensor
     var: torch.Tensor
     count: torch.Tensor
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    def __init__(self, shape: tuple[int, ...], members: int | None = None) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        lead = () if members is None else (members,)
+        self.members = members
+        self.register_buffer("mean", torch.zeros((*lead, *shape), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((*lead, *shape), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros(lead, dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
-        """Merge a batch ``(B, *shape)`` into the running moments."""
+        """Merge a batch ``(B, *shape)`` into the running moments; with members, ``(K * B,
+        *shape)``, member ``k``'s rows being the ``k``-th block of ``B``."""
         batch = batch.to(torch.float64)
-        n = batch.shape[0]
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, unbiased=False)
-        total = self.count + n
+        count = self.count
+        if self.members is not None:  # member k's rows along dim 1, its count broadcast
+            batch = batch.reshape(self.members, -1, *batch.shape[1:])
+            count = count.reshape(-1, *[1] * (self.mean.dim() - 1))
+        axis = 0 if self.members is None else 1
+        n = batch.shape[axis]
+        batch_mean = batch.mean(axis)
+        batch_var = batch.var(axis, unbiased=False)
+        total = count + n
         delta = batch_mean - self.mean
         # The first batch replaces the (0, 1) initialization; later ones merge with it.
-        merged_var = (
-            self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        ) / total
+        merged_var = (self.var * count + batch_var * n + delta**2 * count * n / total) / total
         self.mean.add_(delta * n / total)
         self.var.copy_(merged_var)
-        self.count.copy_(total)
+        self.count.copy_(total.reshape(self.count.shape))
 
 
 class ObservationNormalizer(nn.Module):
@@ -65,9 +75,15 @@ class ObservationNormalizer(nn.Module):
         eps: added to the variance, so a constant component does not divide by zero.
     """
 
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        members: int | None = None,
+    ) -> None:
         super().__init__()
-        self.moments = RunningMoments(shape)
+        self.moments = RunningMoments(shape, members)
         self.clip, self.eps = clip, eps
 
     def update(self, obs: torch.Tensor) -> None:
@@ -75,10 +91,15 @@ class ObservationNormalizer(nn.Module):
         self.moments.update(obs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Normalize a batch of raw observations; the statistics are not touched."""
-        std = torch.sqrt(self.moments.var + self.eps)
-        normalized = (obs.to(torch.float64) - self.moments.mean) / std
-        return normalized.clamp(-self.clip, self.clip).to(obs.dtype)
+        """Normalize a batch of raw observations; the statistics are not touched. With
+        members, member ``k`` normalizes the ``k``-th block of rows with its own."""
+        mean, var = self.moments.mean, self.moments.var
+        members = self.moments.members
+        raw = obs.to(torch.float64)
+        if members is not None:
+            raw, mean, var = raw.reshape(members, -1, *obs.shape[1:]), mean[:, None], var[:, None]
+        normalized = (raw - mean) / torch.sqrt(var + self.eps)
+        return normalized.clamp(-self.clip, self.clip).reshape(obs.shape).to(obs.dtype)
 
 
 class RewardScaler(nn.Module):
@@ -90,19 +111,30 @@ class RewardScaler(nn.Module):
 
     returns: torch.Tensor
 
-    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        gamma: float,
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        members: int | None = None,
+    ) -> None:
         super().__init__()
-        self.moments = RunningMoments(())
+        self.moments = RunningMoments((), members)
         self.register_buffer("returns", torch.zeros(num_envs, dtype=torch.float64))
         self.gamma, self.clip, self.eps = gamma, clip, eps
 
     @torch.no_grad()
     def forward(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-        """Update with one step's rewards ``(num_envs,)`` and return them scaled."""
+        """Update with one step's rewards ``(num_envs,)`` and return them scaled (with
+        members, each block of sub-envs by its member's statistics)."""
         self.returns.mul_(self.gamma).add_(reward.to(torch.float64))
         self.moments.update(self.returns)
         self.returns.masked_fill_(done, 0.0)
-        scaled = reward.to(torch.float64) / torch.sqrt(self.moments.var + self.eps)
+        var = self.moments.var
+        if self.moments.members is not None:
+            var = var.repeat_interleave(len(self.returns) // self.moments.members)
+        scaled = reward.to(torch.float64) / torch.sqrt(var + self.eps)
         return scaled.clamp(-self.clip, self.clip).to(reward.dtype)
 
 

@@ -23,8 +23,8 @@ runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
 ``plot``, ``train --resume`` (the member continues alone) and :func:`rlnorm.load` read like
 any run's; :meth:`PopulationLearner.restore` continues them all together from those
 checkpoints. Supported: the off-policy agents (SAC, TD3 and its DDPG setting, CrossQ), every
-norm, native and gymnasium envs. Not yet: PPO, observation or reward normalization,
-isolating one member's NaN (a non-finite member stops the
+norm, observation and reward normalization (per-member statistics), native and gymnasium
+envs. Not yet: PPO, isolating one member's NaN (a non-finite member stops the
 population, naming its seed). Measured speed: ``benchmarks/results/seed_population.md``.
 """
 
@@ -47,9 +47,10 @@ from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
-from rlnorm.env import ResumableEnv, TorchVecEnv
+from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
 from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
+from rlnorm.normalize import ObservationNormalizer, RewardScaler
 from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, RolloutManager, evaluate
 from rlnorm.safety import training
@@ -103,11 +104,6 @@ class PopulationLearner:
         if len(set(seeds)) != len(seeds) or not seeds:
             raise ConfigError(f"--seeds needs distinct seeds, got {list(seeds)}")
         train = config.train
-        if train.normalize_obs or train.normalize_reward:
-            raise ConfigError(
-                "--seeds does not support train.normalize_obs or train.normalize_reward yet; "
-                "train those seeds one per process"
-            )
         if not population_supported(agent_cls):  # checked again when stacking
             raise ConfigError(OFF_POLICY_ONLY.format(agent=config.agent))
         self.agent_cls, self.configs = agent_cls, [replace(config, seed=seed) for seed in seeds]
@@ -131,6 +127,9 @@ class PopulationLearner:
                 env.single_observation_space, env.single_action_space, small, cfg.norm, env.device
             )
             agent.config = agent_config
+            if train.normalize_obs:  # as the learner gives a run one
+                shape = space_shape(env.single_observation_space)
+                agent.obs_normalizer = ObservationNormalizer(shape).to(env.device)
             self.agents.append(agent)
             # the run's global generator on the env's device, as it stands after building
             generator = torch.Generator(device=env.device)
@@ -156,7 +155,13 @@ class PopulationLearner:
         self.population = stack_agents(self.agents, generators, self.capacity)
         for module in self.population.modules().values():
             module.eval()
-        self.rollouts = RolloutManager(self.population, self.env)
+        train, members = self.configs[0].train, len(self.configs)
+        scaler = (
+            RewardScaler(self.env.num_envs, train.reward_gamma, members=members).to(self.env.device)
+            if train.normalize_reward
+            else None
+        )
+        self.rollouts = RolloutManager(self.population, self.env, None, scaler)
 
     def restore(self) -> None:
         """Continue the whole population from its members' ``checkpoints/last`` (written
@@ -175,6 +180,8 @@ class PopulationLearner:
             saved = checkpoint.load(last, lambda _: self.agent_cls, agent.device)
             for name, module in agent.modules().items():
                 module.load_state_dict(saved.modules()[name].state_dict())
+            if agent.obs_normalizer is not None and saved.obs_normalizer is not None:
+                agent.obs_normalizer.load_state_dict(saved.obs_normalizer.state_dict())
             for name, optimizer in agent.optimizers().items():
                 optimizer.load_state_dict(saved.optimizers()[name].state_dict())
             state = checkpoint.load_training_state(last, agent.device)
@@ -192,12 +199,15 @@ class PopulationLearner:
             env.load_state_dict(_part(state, "env"))
             replay.load_member(k, _part(state, "replay"))
         parts = [_part(state, "rollout") for state in states]
-        self.rollouts.load_state_dict(
-            {
-                k: torch.cat([p[k] for p in parts]) if k in _COLUMNS else v
-                for k, v in parts[0].items()
-            }
-        )
+        merged = {}
+        for name, value in parts[0].items():
+            values = [part[name] for part in parts]
+            if name in _COLUMNS:
+                value = torch.cat(values)
+            elif name.startswith(_PER_MEMBER):
+                value = torch.stack(values)
+            merged[name] = value
+        self.rollouts.load_state_dict(merged)
         (self.env_steps, self.updates), learner = counters.pop(), metas[0].learner
         assert learner is not None
         self.best_means = [m.learner.best_mean for m in metas if m.learner is not None]
@@ -259,6 +269,8 @@ class PopulationLearner:
                 value = value[:0]
             elif name in _COLUMNS:
                 value = value[columns]
+            elif name.startswith(_PER_MEMBER):
+                value = value[k]
             state[f"rollout.{name}"] = value.clone()
         replay = self.member_replay(k).state_dict()
         return state | {f"replay.{name}": value for name, value in replay.items()}
@@ -420,8 +432,10 @@ class PopulationLearner:
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
 
 
-#: Rollout state with one entry per sub-env (the rest is the population's, or empty).
-_COLUMNS = ("obs", "episode_return", "episode_length", "prev_done")
+#: Rollout state with one entry per sub-env, and with one per member (the rest is the
+#: population's, or empty).
+_COLUMNS = ("obs", "episode_return", "episode_length", "prev_done", "reward_scaler.returns")
+_PER_MEMBER = "reward_scaler.moments."
 
 
 def _part(state: dict[str, torch.Tensor], group: str) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from rlnorm.agent import Agent, OffPolicy
 from rlnorm.draws import MemberDraws
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError
+from rlnorm.normalize import ObservationNormalizer
 from rlnorm.replay import MemberReplay
 
 OFF_POLICY_ONLY = (
@@ -105,6 +106,14 @@ def stack_agents(
     for attr, optimizer in list(vars(first).items()):
         if isinstance(optimizer, torch.optim.Optimizer):
             setattr(population, attr, _restacked(optimizer, first.modules(), stacked))
+    normalizers = [a.obs_normalizer for a in agents if a.obs_normalizer is not None]
+    if normalizers:  # each member's observation statistics, of its own rows only
+        one = normalizers[0]
+        population.obs_normalizer = ObservationNormalizer(
+            tuple(one.moments.mean.shape), one.clip, one.eps, members=len(agents)
+        ).to(first.device)
+        for name, buffer in population.obs_normalizer.moments.named_buffers():
+            buffer.copy_(torch.stack([n.moments.get_buffer(name) for n in normalizers]))
     population.replay = MemberReplay(
         len(agents),
         capacity,
@@ -141,6 +150,9 @@ def unstack_agent(population: Agent, k: int, into: Agent) -> None:
     stacked = population.modules()
     for name, module in into.modules().items():
         members.unstack(stacked[name], k, module)
+    if into.obs_normalizer is not None and population.obs_normalizer is not None:
+        for name, buffer in into.obs_normalizer.moments.named_buffers():
+            buffer.copy_(population.obs_normalizer.moments.get_buffer(name)[k])
     for attr, optimizer in vars(into).items():
         if isinstance(optimizer, torch.optim.Optimizer):
             _unstack_optimizer(getattr(population, attr), k, optimizer)

@@ -46,6 +46,12 @@ CASES = {
         "batch",
         ["agent.hidden=[16,16]", "agent.bn_placement=ddpg", "agent.learning_starts=24"],
     ),
+    # observation and reward normalization: each member's statistics of its own data
+    "sac-batch-normalized": (
+        "sac",
+        "batch",
+        ["agent.hidden=[16,16]", "train.normalize_obs=true", "train.normalize_reward=true"],
+    ),
     "crossq-batch_renorm": (
         "crossq",
         "batch_renorm",
@@ -131,6 +137,13 @@ def test_each_member_has_the_weights_of_its_single_seed_run(
                     rtol=0,
                     msg=f"{case} {seed} {name}.{key}",
                 )
+        normalizers = (member.obs_normalizer, single.agent.obs_normalizer)
+        assert (normalizers[0] is None) == (normalizers[1] is None)
+        if normalizers[1] is not None:
+            for key, value in normalizers[1].state_dict().items():
+                torch.testing.assert_close(
+                    normalizers[0].state_dict()[key], value, rtol=1e-9, atol=1e-9
+                )
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
 
@@ -213,16 +226,6 @@ def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
             tmp_path / "p",
             lambda n: envs.make("CartPole-v1", num_envs=n),
         )
-    cfg = _config("sac", "batch", ["agent.hidden=[16,16]", "train.normalize_obs=true"])
-    with pytest.raises(ConfigError, match="normalize_obs"):
-        PopulationLearner(
-            agents.get("sac"),
-            cfg,
-            [0, 1],
-            [tmp_path / "a", tmp_path / "b"],
-            tmp_path / "p",
-            _make_env,
-        )
     assert cli.main(["train", "--agent", "sac", "--seeds", "0-1", "--seed", "3"]) == 2
 
 
@@ -288,7 +291,7 @@ def _assert_members_equal_single_runs(tmp_path: Path, agent: str, norm: str, ext
                 )
 
 
-@pytest.mark.parametrize("case", ["sac-batch", "crossq-batch_renorm"])
+@pytest.mark.parametrize("case", ["sac-batch-normalized", "crossq-batch_renorm"])
 def test_the_population_resumes_as_a_whole(tmp_path: Path, case: str, float64: None) -> None:
     """After a stop, the population continues from its members' last checkpoints (weights,
     Adam moments, generators, envs, episodes in flight, replay buffers) together, and ends
