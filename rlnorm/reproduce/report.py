@@ -233,21 +233,28 @@ SEEDS_NOTE = (
 )
 
 
+def _result_rows(out: Path) -> list[dict[str, str]]:
+    try:
+        with open(out / "results.csv") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
 def commits(out: Path) -> str:
     """The commit(s) that trained the rows of ``out/results.csv`` (rows read back from the
     trial store may come from an earlier commit than this run's)."""
     revision = runner.REVISION or runner.commit()
-    try:
-        with open(out / "results.csv") as f:
-            found = [
-                c for c in dict.fromkeys(r.get("commit") or "" for r in csv.DictReader(f)) if c
-            ]
-    except OSError:
-        found = []
+    found = [c for c in dict.fromkeys(r.get("commit") or "" for r in _result_rows(out)) if c]
     if not found or found == [revision]:
         return f"`{revision}`"
     shown = ", ".join(f"`{c}`" for c in found)
     return f"rows trained at {shown} (see the `commit` column); this report written at `{revision}`"
+
+
+def training_time(out: Path) -> float:
+    """The summed ``wall_s`` of the rows of ``out/results.csv``."""
+    return sum(float(r["wall_s"]) for r in _result_rows(out) if r.get("wall_s"))
 
 
 def write_readme(
@@ -269,7 +276,9 @@ def write_readme(
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Commit: {commits(out)}",
         f"- Machine: {machine()}",
-        f"- Wall time of the whole reproduction: {wall_s:.0f} s",
+        f"- Wall time of the whole reproduction: {wall_s:.0f} s this run; training time "
+        f"{training_time(out):.0f} s (the trials' wall times summed, those read back from "
+        "`trials/` with the time they took when trained)",
         "- Files: `results.csv` (one row per seed x variant), `curves.csv` (evaluations during "
         "training), `figure.png`.",
         "- Statistics: interquartile mean (IQM) over seeds with a 95% stratified bootstrap "
