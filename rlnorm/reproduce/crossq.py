@@ -101,7 +101,7 @@ def run(
     table = report.results_table(rows, keys, reps)
     auc = report.summarize(rows, keys, "auc", reps)
     for entry, a in zip(table, auc, strict=True):
-        entry["auc_iqm"] = a["iqm"]
+        entry["auc_iqm"], entry["auc_ci"] = a["iqm"], (a["ci_low"], a["ci_high"])
         group = [r for r in rows if all(r[k] == entry[k] for k in keys)]
         entry["target network"] = "yes" if group[0]["has_target_network"] else "no"
     columns = [
@@ -137,7 +137,12 @@ def conclusions(table: list[dict[str, Any]]) -> list[str]:
     for env_id in dict.fromkeys(t["env"] for t in table):
         by = {t["variant"]: t for t in table if t["env"] == env_id}
         cq, sac, bn = by[CROSSQ], by[SAC], by[SAC_BN]
-        verdict = "reproduced" if cq["auc_iqm"] >= sac["auc_iqm"] else "not reproduced"
+        if cq["auc_iqm"] < sac["auc_iqm"]:
+            verdict = "not reproduced"
+        elif cq["auc_ci"][0] > sac["auc_ci"][1]:
+            verdict = "reproduced (the 95% CIs do not overlap)"
+        else:
+            verdict = "in the paper's direction, but the 95% CIs overlap: not conclusive here"
         lines.append(
             f"- {env_id}: AUC IQM CrossQ {cq['auc_iqm']:.1f}, SAC {sac['auc_iqm']:.1f}, SAC + BN "
             f"separate {bn['auc_iqm']:.1f}; final IQM {cq['final_iqm']:.1f}, "
