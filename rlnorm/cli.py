@@ -117,10 +117,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_population(
-    args: argparse.Namespace, cfg: config.RunConfig, parts: tuple[str, ...], device: torch.device
+    args: argparse.Namespace,
+    cfg: config.RunConfig,
+    parts: tuple[str, ...],
+    device: torch.device,
+    resume_runs: list[Path] | None = None,
 ) -> int:
     """``train --seeds``: one member per seed, trained together, each in its own run
-    directory (:mod:`rlnorm.population`)."""
+    directory (:mod:`rlnorm.population`); with ``resume_runs``, those members continue."""
     import contextlib
     import dataclasses
 
@@ -129,20 +133,20 @@ def _train_population(
 
     seeds = parse_seeds(args.seeds)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.resume is not None:  # --resume POPULATION_DIR: its members' own directories
-        population_dir, run_dirs = args.resume, [Path(d) for d in args.population["runs"]]
+    if resume_runs is not None:  # --resume POPULATION_DIR: its members' own directories
+        population_dir, run_dirs = args.resume, resume_runs
     elif args.run_dir is None:
         template = str(Path("runs", *parts, f"seed{{seed}}-{stamp}"))
         population_dir = Path("runs", *parts, f"population-{stamp}")
     else:
         template = str(args.run_dir)
         population_dir = Path(template.replace("{seed}", "population"))
-    if args.resume is None:
+    if resume_runs is None:
         run_dirs = [Path(template.replace("{seed}", str(seed))) for seed in seeds]
     command = shlex.join(["rlnorm", *args.argv])
     with contextlib.ExitStack() as claims:
         for run_dir, seed in zip(run_dirs, seeds, strict=True):
-            resume = args.resume is not None
+            resume = resume_runs is not None
             claims.enter_context(
                 rundir.claim(run_dir, resume=resume, overwrite=args.overwrite, command=command)
             )
@@ -158,7 +162,7 @@ def _train_population(
         learner = PopulationLearner(
             agents.get(cfg.agent), cfg, seeds, run_dirs, population_dir, make_env, args.quiet
         )
-        if args.resume is not None:
+        if resume_runs is not None:
             learner.restore()
             print(f"resuming {len(seeds)} seeds at env step {learner.env_steps} each")
         result = learner.train()
@@ -207,16 +211,16 @@ def _resume(args: argparse.Namespace, device: torch.device) -> int:
             f"--resume continues a run with its own config; drop {', '.join(given) or '--set'}"
             " (only --steps, --device, --threads and --quiet may change)"
         )
-    record = args.resume / "population.json"
-    if record.is_file():  # a population's directory: its members continue together
-        args.population = json.loads(record.read_text())
-        run = checkpoint.read_meta(Path(args.population["runs"][0], "checkpoints", "last")).run
+    population = rundir.read_population(args.resume)
+    if population is not None:  # a population's directory: its members continue together
+        seeds, runs = population
+        run = checkpoint.read_meta(runs[0] / "checkpoints" / "last").run
         if run is None:
             raise CheckpointError(f"{args.resume}: its first member records no run config")
         cfg = config.from_dict(run.config, agents.get)
         cfg.train.total_steps, cfg.device = args.steps or cfg.train.total_steps, str(device)
-        args.seeds = ",".join(str(seed) for seed in args.population["seeds"])
-        return _train_population(args, cfg, (cfg.agent, cfg.env, cfg.norm), device)
+        args.seeds = ",".join(map(str, seeds))
+        return _train_population(args, cfg, (cfg.agent, cfg.env, cfg.norm), device, runs)
     last = args.resume / "checkpoints" / "last"
     if not args.resume.is_dir():
         raise RlnormError(f"--resume {args.resume}: no such run directory")

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from rlnorm import checkpoint, resume
+from rlnorm import checkpoint, resume, rundir
 from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
@@ -357,7 +357,7 @@ class PopulationLearner:
         for run_dir in self.run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
         self.population_dir.mkdir(parents=True, exist_ok=True)
-        (self.population_dir / "population.json").write_text(
+        (self.population_dir / rundir.POPULATION_RECORD).write_text(
             json.dumps({**self._record(), "runs": [str(d) for d in self.run_dirs]}, indent=2)
         )
         monitor = Monitor(self.population_dir, cfg.total_steps, quiet=self.quiet)

@@ -16,6 +16,7 @@ there; ``overwrite=True`` first moves the old contents into a sibling directory
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -114,3 +115,24 @@ def _move_aside(run_dir: Path, names: list[str]) -> Path:
 
 
 __all__ = ["LOCK", "OWNER", "claim"]
+
+
+#: The file a seed population writes into its directory (:mod:`rlnorm.population`).
+POPULATION_RECORD = "population.json"
+
+
+def read_population(population_dir: Path) -> tuple[list[int], list[Path]] | None:
+    """The seeds and member run directories a population's directory records, or ``None``
+    when ``population_dir`` is not a population's; a record that does not parse is an
+    error naming the file."""
+    record = Path(population_dir) / POPULATION_RECORD
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+        seeds, runs = [int(s) for s in data["seeds"]], [Path(d) for d in data["runs"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{record}: not a population record ({e!r})") from None
+    if not runs or len(seeds) != len(runs):
+        raise RunDirError(f"{record}: records {len(seeds)} seeds for {len(runs)} run directories")
+    return seeds, runs

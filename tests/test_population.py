@@ -165,7 +165,7 @@ def test_members_with_different_data_keep_their_own_statistics(tmp_path: Path) -
 
 
 def test_member_run_directories_are_ordinary_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``rlnorm train --seeds`` writes one run directory per seed whose checkpoint
     ``rlnorm.load`` returns as an ordinary single agent and ``rlnorm eval``/``audit`` read."""
@@ -205,6 +205,14 @@ def test_member_run_directories_are_ordinary_runs(
         assert rlnorm.load(run / "checkpoints" / "last").counters["env_steps"] == 2 * STEPS
         assert (run / "eval.jsonl").read_text().count("\n") == 2
         assert (run / "command.txt").read_text().count("--resume") == 1
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "population.json").write_text('{"seeds": [0, 1], "runs": ["a"]}')
+    assert cli.main(["train", "--resume", str(broken)]) == 2
+    assert "population.json: records 2 seeds for 1 run directories" in capsys.readouterr().err
+    (broken / "population.json").write_text("{")
+    assert cli.main(["train", "--resume", str(broken)]) == 2
+    assert "population.json: not a population record" in capsys.readouterr().err
 
 
 def test_seeds_parse_ranges_and_lists() -> None:
