@@ -241,20 +241,20 @@ def _result_rows(out: Path) -> list[dict[str, str]]:
         return []
 
 
-def commits(out: Path) -> str:
-    """The commit(s) that trained the rows of ``out/results.csv`` (rows read back from the
-    trial store may come from an earlier commit than this run's)."""
+def commits(rows: Sequence[dict[str, str]]) -> str:
+    """The commit(s) that trained ``rows`` (those of ``results.csv``: rows read back from
+    the trial store may come from an earlier commit than this run's)."""
     revision = runner.REVISION or runner.commit()
-    found = [c for c in dict.fromkeys(r.get("commit") or "" for r in _result_rows(out)) if c]
+    found = [c for c in dict.fromkeys(r.get("commit") or "" for r in rows) if c]
     if not found or found == [revision]:
         return f"`{revision}`"
     shown = ", ".join(f"`{c}`" for c in found)
     return f"rows trained at {shown} (see the `commit` column); this report written at `{revision}`"
 
 
-def training_time(out: Path) -> float:
-    """The summed ``wall_s`` of the rows of ``out/results.csv``."""
-    return sum(float(r["wall_s"]) for r in _result_rows(out) if r.get("wall_s"))
+def training_time(rows: Sequence[dict[str, str]]) -> float:
+    """The summed ``wall_s`` of ``rows``."""
+    return sum(float(r["wall_s"]) for r in rows if r.get("wall_s"))
 
 
 def write_readme(
@@ -269,15 +269,16 @@ def write_readme(
     """The reproduction's README: what ran, where and when, its tables, the published
     numbers with their sources."""
     label = "" if budget == "full" else f" — **{budget} budget, not the full result**"
+    rows = _result_rows(out)
     head = [
         f"# {title}{label}",
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Commit: {commits(out)}",
+        f"- Commit: {commits(rows)}",
         f"- Machine: {machine()}",
         f"- Wall time of the whole reproduction: {wall_s:.0f} s this run; training time "
-        f"{training_time(out):.0f} s (the trials' wall times summed, those read back from "
+        f"{training_time(rows):.0f} s (the trials' wall times summed, those read back from "
         "`trials/` with the time they took when trained)",
         "- Files: `results.csv` (one row per seed x variant), `curves.csv` (evaluations during "
         "training), `figure.png`.",

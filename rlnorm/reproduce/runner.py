@@ -344,18 +344,22 @@ class TrialStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    def _where(self, trial: Trial) -> tuple[dict[str, Any], Path]:
+        """The trial's identity and the file it is kept in (named by the identity's hash)."""
+        identity = trial_identity(trial)
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return identity, self.folder / f"{trial.env}-seed{trial.seed}-{digest}.json"
+
     def path(self, trial: Trial) -> Path:
-        digest = hashlib.sha256(
-            json.dumps(trial_identity(trial), sort_keys=True).encode()
-        ).hexdigest()[:16]
-        return self.folder / f"{trial.env}-seed{trial.seed}-{digest}.json"
+        """The file ``trial`` is kept in."""
+        return self._where(trial)[1]
 
     def load(self, trial: Trial) -> TrialResult | None:
         """The stored result of ``trial``, or ``None``."""
-        path = self.path(trial)
+        identity, path = self._where(trial)
         try:
             data = json.loads(path.read_text())
-            if data["trial"] != json.loads(json.dumps(trial_identity(trial))):
+            if data["trial"] != json.loads(json.dumps(identity)):
                 return None
             return TrialResult(dict(data["row"]), list(data["curve"]))
         except (OSError, ValueError, KeyError, TypeError):
@@ -364,8 +368,8 @@ class TrialStore:
     def save(self, trial: Trial, result: TrialResult) -> None:
         """Keep ``result``, written whole or not at all."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(trial)
-        data = {"trial": trial_identity(trial), "row": result.row, "curve": result.curve}
+        identity, path = self._where(trial)
+        data = {"trial": identity, "row": result.row, "curve": result.curve}
         unfinished = path.with_suffix(".part")
         unfinished.write_text(json.dumps(data, allow_nan=True))
         unfinished.replace(path)
