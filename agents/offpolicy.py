@@ -283,6 +283,7 @@ class OffPolicyAgent(Agent):
     """
 
     module_names: ClassVar[tuple[str, ...]]
+    trains_as_population = True
 
     actor: Any
     critic: Critics

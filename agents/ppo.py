@@ -65,8 +65,9 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
+from rlnorm import members
 from rlnorm import norm as norms
-from rlnorm.agent import ActOutput, Agent, OnPolicy
+from rlnorm.agent import ActOutput, Agent, OnPolicy, network_dtype
 from rlnorm.agents import register
 from rlnorm.config import check_ranges
 from rlnorm.env import space_shape
@@ -78,6 +79,7 @@ from rlnorm.metrics import (
     PPO_FIRST_RATIO,
     PPO_FIRST_RATIO_DEVIATION,
 )
+from rlnorm.minibatches import Minibatch, ValidSamples
 from rlnorm.nets import mlp, orthogonal_init
 from rlnorm.rollout import Rollout
 from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs
@@ -196,6 +198,7 @@ class PPO(Agent):
 
     name = "ppo"
     Config = PPOConfig
+    trains_as_population = True
 
     def __init__(
         self,
@@ -213,10 +216,10 @@ class PPO(Agent):
         self.actor = Policy(obs_dim, action_space, config, norm).to(self.device)
         self.critic = mlp(obs_dim, 1, config.hidden, norm, config.activation).to(self.device)
         orthogonal_init(self.critic, out_gain=1.0)
+        self.dtype = network_dtype(self)  # float32, unless built under another default dtype
         if config.norm_statistics == "cumulative":
             for net in (self.actor, self.critic):
                 norms.use_cumulative_statistics(net)
-        self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, eps=1e-5)
         if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, device=self.device)
@@ -225,6 +228,11 @@ class PPO(Agent):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor, "critic": self.critic}
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """Every trained weight: the actor's, then the critic's (the optimizer's order)."""
+        return [*self.actor.parameters(), *self.critic.parameters()]
 
     def acting_modules(self) -> list[nn.Module]:
         return [self.actor, self.critic]
@@ -237,23 +245,29 @@ class PPO(Agent):
         return OnPolicy(self.config.rollout_steps)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        if obs.dtype != torch.float32 or obs.dim() != 2:  # two dispatches saved per step
-            obs = obs.to(torch.float32).flatten(1)
+        if obs.dtype != self.dtype or obs.dim() != 2:  # two dispatches saved per step
+            obs = obs.to(self.dtype).flatten(1)
+        population = self.draws.members
+        if population is not None:  # member-major sub-env rows -> (K, N, obs_dim)
+            obs = obs.reshape(population, -1, obs.shape[-1])
         params = self.actor(obs)
         if deterministic:
             # Evaluation: the most likely action, the argmax of the logits or the mean. No
             # distribution, log-probability or critic: the learner stores those only when
             # it collects, and here they would cost as much as the actor itself.
             if self.actor.discrete:
-                return ActOutput(params.argmax(-1))
-            return ActOutput(torch.clamp(params, self.low, self.high))
+                return ActOutput(self._rows(params.argmax(-1)))
+            return ActOutput(self._rows(torch.clamp(params, self.low, self.high)))
         dist = self.actor.distribution(params)
-        sample = dist.sample()
+        sample = self.draws.sample(dist)  # a population: each member from its own generator
         env_action = sample if self.actor.discrete else torch.clamp(sample, self.low, self.high)
         value = self.critic(obs).squeeze(-1)
-        return ActOutput(
-            env_action, {"sample": sample, "log_prob": log_prob(dist, sample), "value": value}
-        )
+        extras = {"sample": sample, "log_prob": log_prob(dist, sample), "value": value}
+        return ActOutput(self._rows(env_action), {k: self._rows(v) for k, v in extras.items()})
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """A population's ``(K, N, ...)`` outputs as member-major sub-env rows."""
+        return x if self.draws.members is None else x.flatten(0, 1)
 
     def update(self, batch: Rollout, progress: float) -> dict[str, float]:
         cfg = self.config
@@ -264,30 +278,35 @@ class PPO(Agent):
             batch.rewards, values, batch.terminated, batch.truncated, cfg.gamma, cfg.gae_lambda
         )
         returns = advantages + values[:-1]
-        keep = batch.valid.flatten()
-        obs = batch.obs[:-1].to(torch.float32).flatten(0, 1).flatten(1)[keep]
-        samples = batch.extras["sample"][:-1].flatten(0, 1)[keep]
-        old_log_prob = batch.extras["log_prob"][:-1].flatten()[keep]
-        advantages, returns = advantages.flatten()[keep], returns.flatten()[keep]
+        # A population's members each keep their own valid steps (rlnorm.minibatches).
+        steps = ValidSamples(batch.valid, self.draws.members)
+        obs = steps.take(batch.obs[:-1].to(self.dtype).flatten(2))
+        samples = steps.take(batch.extras["sample"][:-1])
+        old_log_prob = steps.take(batch.extras["log_prob"][:-1])
+        advantages, returns = steps.take(advantages), steps.take(returns)
 
         # 2. The network as the update runs it: plain train mode, or norm layers frozen at their
         #    running statistics so it is the very function that acted (see the module doc).
         frozen = cfg.norm_update == "frozen"
         with frozen_statistics(self.actor, self.critic) if frozen else nullcontext():
-            metrics = self._optimize(obs, samples, old_log_prob, advantages, returns, progress)
-        if frozen:
-            with torch.no_grad():  # refresh the running statistics for the next rollout
+            metrics = self._optimize(
+                steps, obs, samples, old_log_prob, advantages, returns, progress
+            )
+        if frozen:  # refresh the running statistics for the next rollout
+            with torch.no_grad(), steps.masked():
                 self.actor(obs)
                 self.critic(obs)
 
         with torch.no_grad():
-            metrics["loss/explained_variance"] = 1 - (
-                returns - values[:-1].flatten()[keep]
-            ).var() / returns.var().clamp_min(1e-8)
+            explained = 1 - steps.variance(returns - steps.take(values[:-1])) / steps.variance(
+                returns
+            ).clamp_min(1e-8)
+            metrics["loss/explained_variance"] = explained.mean()
         return {k: float(v) for k, v in metrics.items()}
 
     def _optimize(
         self,
+        steps: ValidSamples,
         obs: torch.Tensor,
         samples: torch.Tensor,
         old_log_prob: torch.Tensor,
@@ -297,9 +316,8 @@ class PPO(Agent):
     ) -> dict[str, torch.Tensor]:
         """Epochs of clipped-surrogate minibatch steps; returns metrics as tensors."""
         cfg = self.config
-        n = obs.shape[0]
         if cfg.old_log_prob == "recompute":
-            with torch.no_grad():
+            with torch.no_grad(), steps.masked():
                 old_log_prob = log_prob(self.actor.distribution(self.actor(obs)), samples)
 
         lr = cfg.lr * (1.0 - progress) if cfg.anneal_lr else cfg.lr
@@ -307,58 +325,68 @@ class PPO(Agent):
             group["lr"] = lr
 
         # 3. Epochs of clipped-surrogate minibatch updates. Minibatches are near-equal splits
-        #    of a permutation, never a remainder of one sample (BatchNorm needs >= 2).
-        num_minibatches = max(1, round(n / cfg.minibatch_size))
-        if self.batch_dependent and n // num_minibatches < 2:
-            raise ConfigError(f"rollout left {n} valid samples: too few for batch statistics")
+        #    of a permutation, never a remainder of one sample (BatchNorm needs >= 2). In a
+        #    population, losses are summed over members, each gradient clipped by its own norm.
+        clip_grad_norm_ = (
+            nn.utils.clip_grad_norm_ if self.draws.members is None else members.clip_grad_norm_
+        )
         stats: dict[str, list[torch.Tensor]] = {
             k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
         }
         diagnostics: dict[str, torch.Tensor] = {}
+        per_member = 1 / (self.draws.members or 1)  # loss metrics: the members' average
         for _ in range(cfg.epochs):
-            for idx in torch.randperm(n, device=obs.device).tensor_split(num_minibatches):
-                if not diagnostics:
-                    # On the first minibatch, before any forward pass whose autograd graph the
-                    # diagnostic's buffer restore could invalidate.
-                    diagnostics[GAP_POLICY_KL] = self._train_eval_gap(obs[idx])
-                params = self.actor(obs[idx])
+            for mb in steps.minibatches(cfg.minibatch_size, self.draws, self.batch_dependent):
+                mb_obs = mb.take(obs)
+                with mb.masked():
+                    if not diagnostics:
+                        # On the first minibatch, before any forward pass whose autograd graph
+                        # the diagnostic's buffer restore could invalidate.
+                        diagnostics[GAP_POLICY_KL] = self._train_eval_gap(mb_obs, mb)
+                    params = self.actor(mb_obs)
+                    values = self.critic(mb_obs).squeeze(-1)
                 dist = self.actor.distribution(params)
-                new_log_prob = log_prob(dist, samples[idx])
-                log_ratio = new_log_prob - old_log_prob[idx]
+                new_log_prob = log_prob(dist, mb.take(samples))
+                log_ratio = new_log_prob - mb.take(old_log_prob)
                 ratio = log_ratio.exp()
 
-                adv = advantages[idx]
+                adv = mb.take(advantages)
                 if cfg.normalize_advantages:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                policy_loss = torch.max(
-                    -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
-                ).mean()
-                value_loss = 0.5 * (self.critic(obs[idx]).squeeze(-1) - returns[idx]).pow(2).mean()
-                ent = entropy(dist).mean()
+                    adv = mb.standardize(adv)
+                policy_loss = mb.loss(
+                    torch.max(
+                        -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                    )
+                )
+                value_loss = 0.5 * mb.loss((values - mb.take(returns)).pow(2))
+                ent = mb.loss(entropy(dist))
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
 
                 if PPO_FIRST_RATIO not in diagnostics:
                     # What the clipped objective reads as policy change before any step: 1 and
                     # no clipping when the update runs the function that acted.
-                    diagnostics |= self._first_minibatch_ratio(ratio.detach())
+                    diagnostics |= self._first_minibatch_ratio(ratio.detach(), mb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
 
                 with torch.no_grad():
                     stats["policy_loss"].append(policy_loss.detach())
                     stats["value_loss"].append(value_loss.detach())
                     stats["entropy"].append(ent.detach())
-                    stats["approx_kl"].append(((ratio - 1) - log_ratio).mean())
+                    stats["approx_kl"].append(mb.average((ratio - 1) - log_ratio))
                     stats["clip_fraction"].append(
-                        ((ratio - 1).abs() > cfg.clip_range).float().mean()
+                        mb.average(((ratio - 1).abs() > cfg.clip_range).to(ratio.dtype))
                     )
 
         metrics = {f"loss/{k}": torch.stack(v).mean() for k, v in stats.items()}
+        if self.draws.members is not None:
+            for k in ("policy_loss", "value_loss", "entropy"):
+                metrics[f"loss/{k}"] = metrics[f"loss/{k}"] * per_member
         return metrics | diagnostics | {"train/learning_rate": torch.tensor(lr)}
 
-    def _first_minibatch_ratio(self, ratio: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _first_minibatch_ratio(self, ratio: torch.Tensor, mb: Minibatch) -> dict[str, torch.Tensor]:
         """Importance ratios of the first minibatch of the first epoch, before any step.
 
         The parameters have not moved yet, so any deviation from 1 is the train/eval gap
@@ -367,17 +395,17 @@ class PPO(Agent):
         """
         deviation = (ratio - 1).abs()
         return {
-            PPO_FIRST_RATIO: ratio.mean(),
-            PPO_FIRST_CLIP_FRACTION: (deviation > self.config.clip_range).float().mean(),
-            PPO_FIRST_MAX_RATIO_DEVIATION: deviation.max(),
-            PPO_FIRST_RATIO_DEVIATION: deviation.mean(),
+            PPO_FIRST_RATIO: mb.average(ratio),
+            PPO_FIRST_CLIP_FRACTION: mb.average((deviation > self.config.clip_range).float()),
+            PPO_FIRST_MAX_RATIO_DEVIATION: mb.max(deviation),
+            PPO_FIRST_RATIO_DEVIATION: mb.average(deviation),
         }
 
-    def _train_eval_gap(self, obs: torch.Tensor) -> torch.Tensor:
+    def _train_eval_gap(self, obs: torch.Tensor, mb: Minibatch) -> torch.Tensor:
         """KL(train-mode policy || eval-mode policy) on the same states (0 without BatchNorm)."""
         train_params, eval_params = train_and_eval_outputs(self.actor, obs)
         with torch.no_grad():
             gap = kl_divergence(
                 self.actor.distribution(train_params), self.actor.distribution(eval_params)
             )
-            return gap.mean() if self.actor.discrete else gap.sum(-1).mean()
+            return mb.average(gap if self.actor.discrete else gap.sum(-1))

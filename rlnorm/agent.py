@@ -82,6 +82,10 @@ class Agent:
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: Whether ``rlnorm train --seeds`` can train the agent as a population
+    #: (:mod:`rlnorm.population`): its ``act`` and ``update`` take member-batched tensors and
+    #: draw every random number from :attr:`draws` when a population sets it.
+    trains_as_population: ClassVar[bool] = False
 
     def __init__(
         self,

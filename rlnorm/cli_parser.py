@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SEEDS",
         help="train several seeds in one process as a population on batched kernels, e.g. "
-        "0-7 or 0,3,5 (off-policy agents: sac, td3, crossq); member k is the run --seed k, "
+        "0-7 or 0,3,5 (native agents: ppo, sac, td3, crossq); member k is the run --seed k, "
         "each with its own run directory",
     )
     train.add_argument(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.distributions import Categorical, Distribution, Normal
 
 
 class Draws:
@@ -37,6 +38,15 @@ class Draws:
     def randint_rows(self, high: int, rows: int, device: torch.device) -> torch.Tensor:
         """``rows`` integers uniform in ``[0, high)``: one per sub-env."""
         return torch.randint(high, (rows,), device=device)
+
+    def randperms(self, counts: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+        """A random permutation of ``range(counts[k])`` for each member (one run: one)."""
+        (count,) = counts
+        return [torch.randperm(count, device=device)]
+
+    def sample(self, dist: Distribution) -> torch.Tensor:
+        """One sample of ``dist`` (a Categorical or a Normal) per batch element."""
+        return dist.sample()
 
 
 #: The draws of every single run.
@@ -80,3 +90,33 @@ class MemberDraws(Draws):
         return torch.cat(
             [torch.randint(high, (n,), generator=g, device=device) for g in self.generators]
         )
+
+    def randperms(self, counts: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+        return [
+            torch.randperm(count, generator=g, device=device)
+            for count, g in zip(counts, self.generators, strict=True)
+        ]
+
+    def sample(self, dist: Distribution) -> torch.Tensor:
+        """Member ``k``'s slice of ``dist``'s batch sampled from generator ``k``, with the
+        kernel and shape ``dist.sample()`` uses for one run."""
+        with torch.no_grad():
+            if isinstance(dist, Categorical):
+                probs = dist.probs
+                return torch.stack(
+                    [
+                        torch.multinomial(
+                            p.reshape(-1, p.shape[-1]), 1, True, generator=g
+                        ).T.reshape(p.shape[:-1])
+                        for p, g in zip(probs, self.generators, strict=True)
+                    ]
+                )
+            if isinstance(dist, Normal):
+                loc, scale = torch.broadcast_tensors(dist.loc, dist.scale)
+                return torch.stack(
+                    [
+                        torch.normal(m, s, generator=g)
+                        for m, s, g in zip(loc, scale, self.generators, strict=True)
+                    ]
+                )
+        raise TypeError(f"MemberDraws cannot sample a {type(dist).__name__}")

@@ -118,7 +118,7 @@ def renorm_clip_limits(layer: Any, passes: int) -> tuple[float, float]:
 
 
 def renorm_step(
-    layer: Any, batch_mean: torch.Tensor, batch_var: torch.Tensor, n: float
+    layer: Any, batch_mean: torch.Tensor, batch_var: torch.Tensor, n: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One train-mode pass of Batch Renorm's bookkeeping, for :class:`BatchRenorm1d` and its
     member-batched twin (statistics ``(C,)`` or ``(K, C)``, elementwise alike): the batch's
@@ -139,12 +139,20 @@ def renorm_step(
         )
         for running, batch in (
             (layer.running_mean, batch_mean),
-            (layer.running_var, batch_var * n / max(n - 1, 1)),
+            (layer.running_var, _unbiased(batch_var, n)),
         ):
             running.lerp_(batch, weight)
         layer.num_batches_tracked += 1
         layer.record_batch(batch_mean, batch_std.reciprocal())
     return batch_std, r, d
+
+
+def _unbiased(var: torch.Tensor, n: float | torch.Tensor) -> torch.Tensor:
+    """A batch's biased variance with Bessel's correction, ``var * n / (n - 1)``, for a batch
+    of ``n`` samples (per member: ``[K, 1]``)."""
+    if isinstance(n, torch.Tensor):
+        return var * n / (n - 1).clamp_min(1)
+    return var * n / max(n - 1, 1)
 
 
 class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):

@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 
 from rlnorm.errors import NormalizationError
 from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits, renorm_step
+from rlnorm.sample_mask import active_mask, masked_moments
 
 
 def per_member(t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
@@ -247,8 +248,11 @@ class MemberBatchGuard(BatchGuard):
     train-mode batch of at least 2 samples."""
 
     def check_batch(self, input: torch.Tensor) -> None:
-        if input.dim() != 3 or input.shape[1] < 2:
-            batch = input.shape[1] if input.dim() == 3 else 1
+        mask = active_mask(input) if input.dim() == 3 else None
+        batch = input.shape[1] if input.dim() == 3 else 1
+        if mask is not None:  # the smallest member's count of real samples
+            batch = int(mask.sum(1).min())
+        if input.dim() != 3 or batch < 2:
             where = self.rlnorm_path or type(self).__name__
             raise NormalizationError(
                 f"{where}: train-mode {type(self).__name__} got input of shape "
@@ -321,6 +325,8 @@ class MemberBatchNorm1d(MemberBatchGuard, LastBatch, MemberModule):
         self.check_members(input, exact_dim=3)
         if self.training:
             self.check_batch(input)
+        if self.training and (mask := active_mask(input)) is not None:
+            return self._masked_forward(input, mask)
         k, b, f = input.shape
         flat = input.transpose(0, 1).reshape(b, k * f)
         weight = None if self.weight is None else self.weight.view(-1)
@@ -344,6 +350,29 @@ class MemberBatchNorm1d(MemberBatchGuard, LastBatch, MemberModule):
             with torch.no_grad():
                 self.record_batch(mean.view(k, f), invstd.view(k, f))
         return out.view(b, k, f).transpose(0, 1)
+
+    def _masked_forward(self, input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Train mode over each member's real samples only (:mod:`rlnorm.sample_mask`):
+        the formula of torch's kernel, written out, as each member's run computes it."""
+        mean, var, count = masked_moments(input, mask)
+        invstd = torch.rsqrt(var + self.eps)
+        out = (input - mean.unsqueeze(1)) * invstd.unsqueeze(1)
+        if self.weight is not None and self.bias is not None:
+            out = out * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
+        if self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                assert self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                self.running_mean.lerp_(mean, factor)
+                self.running_var.lerp_(var * count / (count - 1), factor)
+        with torch.no_grad():
+            self.record_batch(mean, invstd)
+        return out
 
     def extra_repr(self) -> str:
         return (
@@ -398,9 +427,13 @@ class MemberBatchRenorm1d(MemberBatchGuard, LastBatch, MemberModule):
             x_hat = (input - mean[:, None]) / torch.sqrt(var + self.eps)[:, None]
         else:
             self.check_batch(input)
-            batch_mean = input.mean(1)
-            batch_var = input.var(1, unbiased=False)
-            batch_std, r, d = renorm_step(self, batch_mean, batch_var, input.shape[1])
+            mask = active_mask(input)
+            if mask is None:
+                batch_mean, batch_var = input.mean(1), input.var(1, unbiased=False)
+                count: float | torch.Tensor = input.shape[1]
+            else:  # each member's real samples only (rlnorm.sample_mask)
+                batch_mean, batch_var, count = masked_moments(input, mask)
+            batch_std, r, d = renorm_step(self, batch_mean, batch_var, count)
             x_hat = (input - batch_mean[:, None]) / batch_std[:, None]
             x_hat = x_hat * r[:, None] + d[:, None]
         return x_hat * self.weight[:, None] + self.bias[:, None]

@@ -22,10 +22,13 @@ runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
 ``best``, ``step-<n>``, TensorBoard evaluation curves) that ``rlnorm eval``, ``audit``,
 ``plot``, ``train --resume`` (the member continues alone) and :func:`rlnorm.load` read like
 any run's; :meth:`PopulationLearner.restore` continues them all together from those
-checkpoints. Supported: the off-policy agents (SAC, TD3 and its DDPG setting, CrossQ), every
-norm, observation and reward normalization (per-member statistics), native and gymnasium
-envs. Not yet: PPO, isolating one member's NaN (a non-finite member stops the
-population, naming its seed). Measured speed: ``benchmarks/results/seed_population.md``.
+checkpoints. Supported: PPO and the off-policy agents (SAC, TD3 and its DDPG setting,
+CrossQ), every norm, observation and reward normalization (per-member statistics), native
+and gymnasium envs. PPO members keep different numbers of valid steps (autoresets differ),
+so their samples are padded and masked (:mod:`rlnorm.minibatches`); members whose counts
+split into different numbers of minibatches stop the population with a clear error. Not
+yet: isolating one member's NaN (a non-finite member stops the population, naming its
+seed). Measured speed: ``benchmarks/results/seed_population.md``.
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler
 from rlnorm.replay import MemberReplay, ReplayBuffer
-from rlnorm.rollout import EvalResult, RolloutManager, evaluate
+from rlnorm.rollout import EvalResult, Rollout, RolloutManager, evaluate
 from rlnorm.safety import training
 from rlnorm.stacking import (
-    OFF_POLICY_ONLY,
+    NO_POPULATION,
     MemberEnvs,
+    member_rollout_state,
+    merge_rollout_states,
     population_supported,
     stack_agents,
     stack_optimizer_states,
@@ -105,19 +110,20 @@ class PopulationLearner:
             raise ConfigError(f"--seeds needs distinct seeds, got {list(seeds)}")
         train = config.train
         if not population_supported(agent_cls):  # checked again when stacking
-            raise ConfigError(OFF_POLICY_ONLY.format(agent=config.agent))
+            raise ConfigError(NO_POPULATION.format(agent=config.agent))
         self.agent_cls, self.configs = agent_cls, [replace(config, seed=seed) for seed in seeds]
         self.run_dirs, self.population_dir = [Path(d) for d in run_dirs], Path(population_dir)
         self.quiet = quiet
         # A replay that holds the whole run never wraps, so a smaller one than the config's
         # stores and samples the same transitions (ReplayBuffer's rule): K members' buffers
         # of a million rows would not fit in memory.
-        agent_config = config.agent_config
-        capacity = min(
-            agent_config.buffer_size,
-            train.total_steps + agent_config.steps_per_env * train.num_envs,
-        )
-        small = replace(agent_config, buffer_size=1)  # the members' own buffers go unused
+        agent_config, small, capacity = config.agent_config, config.agent_config, None
+        if hasattr(agent_config, "buffer_size"):  # off-policy
+            capacity = min(
+                agent_config.buffer_size,
+                train.total_steps + agent_config.steps_per_env * train.num_envs,
+            )
+            small = replace(agent_config, buffer_size=1)  # the members' own buffers go unused
         self.agents: list[Agent] = []
         generators = []
         env = make_env(1)
@@ -192,22 +198,15 @@ class PopulationLearner:
         self._stack(generators)
         stack_optimizer_states(self.population, self.agents)
         self.rollouts.reset()
-        replay: MemberReplay = self.population.replay  # type: ignore[attr-defined]
+        replay: MemberReplay | None = getattr(self.population, "replay", None)
         for k, (env, state) in enumerate(zip(self.env.envs, states, strict=True)):
             if not isinstance(env, ResumableEnv):
                 raise ConfigError(f"{env!r} cannot restore its state: resume members one by one")
             env.load_state_dict(_part(state, "env"))
-            replay.load_member(k, _part(state, "replay"))
+            if replay is not None:
+                replay.load_member(k, _part(state, "replay"))
         parts = [_part(state, "rollout") for state in states]
-        merged = {}
-        for name, value in parts[0].items():
-            values = [part[name] for part in parts]
-            if name in _COLUMNS:
-                value = torch.cat(values)
-            elif name.startswith(_PER_MEMBER):
-                value = torch.stack(values)
-            merged[name] = value
-        self.rollouts.load_state_dict(merged)
+        self.rollouts.load_state_dict(merge_rollout_states(parts))
         (self.env_steps, self.updates), learner = counters.pop(), metas[0].learner
         assert learner is not None
         self.best_means = [m.learner.best_mean for m in metas if m.learner is not None]
@@ -253,8 +252,7 @@ class PopulationLearner:
     def _training_state(self, k: int) -> dict[str, torch.Tensor]:
         """What member ``k``'s own run saves beside ``checkpoints/last`` (the layout of
         :func:`rlnorm.resume.capture`): its generator's state as that run's global one, its
-        env, its sub-envs' episodes in flight and its replay buffer. The recent finished
-        episodes (logging only) are the population's, so they are left out."""
+        env, its sub-envs' episodes in flight and (off-policy) its replay buffer."""
         generator = self.population.draws.generators[k]  # type: ignore[attr-defined]
         key = "rng.cuda" if generator.device.type == "cuda" else "rng.torch"
         state = {key: generator.get_state()}
@@ -263,15 +261,10 @@ class PopulationLearner:
         env = self.env.envs[k]
         if isinstance(env, ResumableEnv):
             state |= {f"env.{name}": value for name, value in env.state_dict().items()}
-        columns = slice(k * self.env.per_member, (k + 1) * self.env.per_member)
-        for name, value in self.rollouts.state_dict().items():
-            if name.startswith("recent_"):
-                value = value[:0]
-            elif name in _COLUMNS:
-                value = value[columns]
-            elif name.startswith(_PER_MEMBER):
-                value = value[k]
-            state[f"rollout.{name}"] = value.clone()
+        rollout = member_rollout_state(self.rollouts.state_dict(), k, self.env.per_member)
+        state |= {f"rollout.{name}": value for name, value in rollout.items()}
+        if not hasattr(self.population, "replay"):
+            return state
         replay = self.member_replay(k).state_dict()
         return state | {f"replay.{name}": value for name, value in replay.items()}
 
@@ -324,18 +317,21 @@ class PopulationLearner:
         )
 
     # -- the loop --------------------------------------------------------------------------
-    def _update(self, diagnostics: NormDiagnostics) -> dict[str, float]:
+    def _update(self, diagnostics: NormDiagnostics, rollout: Rollout) -> dict[str, float]:
         """One update of every member, as the learner runs it for one (diagnostics included:
         the learner draws their replay sample from the run's generator, so each member
         draws it from its own, and the members' streams stay the runs' streams)."""
         pop, cfg = self.population, self.configs[0].train
-        replay: MemberReplay = pop.replay  # type: ignore[attr-defined]
+        replay: MemberReplay | None = getattr(pop, "replay", None)
         progress = min(1.0, self.env_steps / cfg.total_steps)
         with training(*pop.modules().values()), diagnostics.watch(self.updates):
-            metrics = pop.update(replay, progress=progress)
+            metrics = pop.update(rollout if replay is None else replay, progress=progress)
         self._check_finite(metrics)
         if diagnostics.due(self.updates):
-            obs = replay.sample(256).obs
+            # (K, B, ...): a replay sample, or the rollout's rows member by member
+            members = len(self.configs)
+            obs = rollout.obs.unflatten(1, (members, -1)).transpose(0, 1).flatten(1, 2)
+            obs = obs if replay is None else replay.sample(256).obs
             metrics |= diagnostics.measure(
                 self.updates, obs.reshape(*obs.shape[:2], -1).to(network_dtype(pop))
             )
@@ -352,7 +348,7 @@ class PopulationLearner:
         as ``train.eval_every`` and ``train.checkpoint_every`` say, then a final evaluation."""
         cfg, pop = self.configs[0].train, self.population
         collection = pop.collection
-        assert isinstance(collection, OffPolicy)
+        learning_starts = collection.learning_starts if isinstance(collection, OffPolicy) else 0
         start = time.perf_counter()
         for run_dir in self.run_dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -373,12 +369,13 @@ class PopulationLearner:
             if not self.restored:
                 self.rollouts.reset()
             while self.env_steps < cfg.total_steps:
-                warming_up = self.env_steps < collection.learning_starts
+                warming_up = self.env_steps < learning_starts
                 rollout = self.rollouts.collect(collection.steps_per_env, warming_up)
                 self.env_steps += rollout.num_steps // len(self.configs)
-                pop.replay.add(rollout)  # type: ignore[attr-defined]
-                if self.env_steps >= collection.learning_starts:
-                    monitor.record(self._update(diagnostics), self.env_steps)
+                if hasattr(pop, "replay"):
+                    pop.replay.add(rollout)
+                if self.env_steps >= learning_starts:
+                    monitor.record(self._update(diagnostics, rollout), self.env_steps)
                 sps = self.env_steps * len(self.configs) / (time.perf_counter() - start)
                 returns = self.rollouts.episode_returns
                 if returns and monitor.due(self.env_steps):
@@ -430,12 +427,6 @@ class PopulationLearner:
                 member_monitor.close()
             torch.use_deterministic_algorithms(deterministic)
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
-
-
-#: Rollout state with one entry per sub-env, and with one per member (the rest is the
-#: population's, or empty).
-_COLUMNS = ("obs", "episode_return", "episode_length", "prev_done", "reward_scaler.returns")
-_PER_MEMBER = "reward_scaler.moments."
 
 
 def _part(state: dict[str, torch.Tensor], group: str) -> dict[str, torch.Tensor]:

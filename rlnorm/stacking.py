@@ -12,23 +12,23 @@ from typing import Any
 import torch
 
 from rlnorm import members
-from rlnorm.agent import Agent, OffPolicy
+from rlnorm.agent import Agent
 from rlnorm.draws import MemberDraws
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError
 from rlnorm.normalize import ObservationNormalizer
 from rlnorm.replay import MemberReplay
 
-OFF_POLICY_ONLY = (
-    "--seeds trains the off-policy agents (sac, td3, crossq) as one population so far; "
+NO_POPULATION = (
+    "--seeds trains the native agents (ppo, sac, td3, crossq) as one population; "
     "{agent} runs one seed per process (leave out --seeds, or use rlnorm sweep)"
 )
 
 
 def population_supported(agent_cls: type[Agent]) -> bool:
-    """Whether ``agent_cls`` trains as a population: an off-policy agent with a replay
-    buffer (its config has ``buffer_size``), as SAC, TD3 and CrossQ are."""
-    return "buffer_size" in getattr(agent_cls.Config, "__dataclass_fields__", {})
+    """Whether ``agent_cls`` trains as a population (:attr:`Agent.trains_as_population`:
+    PPO, SAC, TD3 and CrossQ do; the stable-baselines3 adapter does not)."""
+    return agent_cls.trains_as_population
 
 
 class MemberEnvs(TorchVecEnv):
@@ -81,15 +81,15 @@ class MemberEnvs(TorchVecEnv):
 
 
 def stack_agents(
-    agents: Sequence[Agent], generators: Sequence[torch.Generator], capacity: int
+    agents: Sequence[Agent], generators: Sequence[torch.Generator], capacity: int | None
 ) -> Agent:
     """One agent training ``agents`` as members: the same class and config, every module
-    stacked, each optimizer rebuilt with its hyperparameters over the stacked weights, a
-    :class:`MemberReplay` of ``capacity`` transitions per member, and member ``k`` drawing
-    from ``generators[k]``."""
+    stacked, each optimizer rebuilt with its hyperparameters over the stacked weights, for
+    an off-policy agent a :class:`MemberReplay` of ``capacity`` transitions per member, and
+    member ``k`` drawing from ``generators[k]``."""
     first = agents[0]
-    if not isinstance(first.collection, OffPolicy) or not hasattr(first, "replay"):
-        raise ConfigError(OFF_POLICY_ONLY.format(agent=first.name))
+    if not population_supported(type(first)) or (capacity is None) == hasattr(first, "replay"):
+        raise ConfigError(NO_POPULATION.format(agent=first.name))
     population = copy.copy(first)
     population.draws = MemberDraws(generators)
     population.counters = {}
@@ -114,14 +114,15 @@ def stack_agents(
         ).to(first.device)
         for name, buffer in population.obs_normalizer.moments.named_buffers():
             buffer.copy_(torch.stack([n.moments.get_buffer(name) for n in normalizers]))
-    population.replay = MemberReplay(
-        len(agents),
-        capacity,
-        first.observation_space,
-        first.action_space,
-        population.draws,
-        first.device,
-    )
+    if capacity is not None:
+        population.replay = MemberReplay(  # type: ignore[attr-defined]
+            len(agents),
+            capacity,
+            first.observation_space,
+            first.action_space,
+            population.draws,
+            first.device,
+        )
     return population
 
 
@@ -130,17 +131,26 @@ def _restacked(
     single: dict[str, torch.nn.Module],
     stacked: dict[str, torch.nn.Module],
 ) -> torch.optim.Optimizer:
-    """``optimizer``'s class and hyperparameters over the stacked copy of the module whose
-    parameters it holds (all of them, in one group, as every rlnorm agent builds it)."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for name, module in single.items():
-        params = list(module.parameters())
-        if params and {id(p) for p in params} == held:
-            return type(optimizer)(stacked[name].parameters(), **optimizer.defaults)
-    raise ConfigError(
-        f"cannot stack {type(optimizer).__name__}: its parameters are not exactly one "
-        "module's, so a population cannot tell which stacked weights it should hold"
-    )
+    """``optimizer``'s class, hyperparameters and groups over the stacked copies of the
+    parameters it holds, each found by its place in the agent's modules (a stacked module
+    lists its parameters in its original's order)."""
+    where = {
+        id(p): (name, i)
+        for name, module in single.items()
+        for i, p in enumerate(module.parameters())
+    }
+    params = {name: list(module.parameters()) for name, module in stacked.items()}
+    groups = []
+    for group in optimizer.param_groups:
+        if any(id(p) not in where for p in group["params"]):
+            raise ConfigError(
+                f"cannot stack {type(optimizer).__name__}: it holds parameters of no module in "
+                "the agent's modules(), so a population cannot tell which stacked weights it "
+                "should hold"
+            )
+        stacked_group = [params[name][i] for name, i in (where[id(p)] for p in group["params"])]
+        groups.append({**group, "params": stacked_group})
+    return type(optimizer)(groups, **optimizer.defaults)
 
 
 def unstack_agent(population: Agent, k: int, into: Agent) -> None:
@@ -209,3 +219,42 @@ def stack_optimizer_states(population: Agent, agents: Sequence[Agent]) -> None:
                         f"{attr}: the members' optimizer {key!r} differs; resume them one by one"
                     )
             stacked.state[stacked_param] = merged
+
+
+#: Rollout state with one entry per sub-env, and with one per member (the rest is the
+#: population's, or empty).
+_COLUMNS = ("obs", "episode_return", "episode_length", "prev_done", "reward_scaler.returns")
+_PER_MEMBER = "reward_scaler.moments."
+
+
+def member_rollout_state(
+    state: dict[str, torch.Tensor], k: int, per_member: int
+) -> dict[str, torch.Tensor]:
+    """Member ``k``'s part of a population's rollout state (:meth:`RolloutManager.state_dict`),
+    as its own run's rollout manager holds it: its sub-envs' columns, its own statistics.
+    The recent finished episodes (logging only) are the population's, so they are left out."""
+    columns = slice(k * per_member, (k + 1) * per_member)
+    part = {}
+    for name, value in state.items():
+        if name.startswith("recent_"):
+            value = value[:0]
+        elif name in _COLUMNS:
+            value = value[columns]
+        elif name.startswith(_PER_MEMBER):
+            value = value[k]
+        part[name] = value.clone()
+    return part
+
+
+def merge_rollout_states(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The population's rollout state from its members' (the inverse of
+    :func:`member_rollout_state`; what is not per member is the first member's)."""
+    merged = {}
+    for name, value in parts[0].items():
+        values = [part[name] for part in parts]
+        if name in _COLUMNS:
+            value = torch.cat(values)
+        elif name.startswith(_PER_MEMBER):
+            value = torch.stack(values)
+        merged[name] = value
+    return merged

@@ -32,6 +32,7 @@ from rlnorm.audit import audit
 from rlnorm.layers import BatchRenorm1d, CosineLinear, weight_normed_linear
 from rlnorm.nets import crossq_layout, joint_forward, mlp
 from rlnorm.safety import acting, frozen_statistics, label_layers, training
+from rlnorm.sample_mask import sample_mask
 from rlnorm.streams import StreamWatch, stream_gap
 from rlnorm.targets import StepCounter, TargetNetwork
 
@@ -600,3 +601,44 @@ def test_weight_norm_is_torchs_per_member() -> None:
     ]
     for k, layer in enumerate(layers):
         torch.testing.assert_close(stacked.weight[k], layer.weight, **TOL)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("cumulative", [False, True])
+def test_masked_members_take_statistics_of_their_real_rows_only(
+    norm: str, cumulative: bool
+) -> None:
+    """Members with different numbers of samples (a PPO population's valid steps), padded
+    with rows far off the data and masked: member k's outputs on its real rows, gradients
+    and running statistics equal module k's run alone on those rows, over 4 train passes."""
+    singles = build(lambda: mlp(F, 3, (16, 16), norm))
+    stacked = members.stack(singles)
+    if cumulative:
+        for m in (stacked, *singles):
+            norms.use_cumulative_statistics(m)
+    counts = [8, 3, 6]
+    mask = torch.arange(B)[None] < torch.tensor(counts)[:, None]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = member_inputs(gen).masked_fill(~mask[..., None], 1e3)  # padding would show
+        with training(stacked, *singles), sample_mask(mask):
+            out = stacked(x)
+            (out * mask[..., None]).sum().backward()
+            for k, single in enumerate(singles):
+                alone = single(x[k, : counts[k]])
+                alone.sum().backward()
+                torch.testing.assert_close(out[k, : counts[k]], alone, **TOL)
+    assert_members_match(stacked, singles, grads=True)
+
+
+def test_a_mask_with_fewer_than_two_real_rows_is_refused() -> None:
+    stacked = members.stack(build(lambda: mlp(F, 2, (8,), "batch")))
+    mask = torch.ones(K, B, dtype=torch.bool)
+    mask[1, 1:] = False
+    x = member_inputs(torch.Generator().manual_seed(0))
+    refused = pytest.raises(rlnorm.NormalizationError, match="batch of 1 sample")
+    with refused, training(stacked), sample_mask(mask):
+        stacked(x)
+    mismatched = pytest.raises(ValueError, match="does not match")
+    with mismatched, training(stacked), sample_mask(mask[:, :3]):
+        stacked(x)

@@ -147,6 +147,118 @@ def test_each_member_has_the_weights_of_its_single_seed_run(
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
 
+PPO_SMALL = [
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.eval_episodes=2",
+    "train.final_eval_episodes=2",
+    "train.eval_num_envs=2",
+    "train.num_envs=4",
+    "agent.rollout_steps=16",
+    "agent.epochs=2",
+    "agent.minibatch_size=16",
+    "agent.hidden=[16,16]",
+]
+PPO_CASES = {
+    # env, norm, overrides: frozen statistics (the default) with BatchNorm's cumulative
+    # refresh pass over each member's own valid steps; Batch Renorm on a Gaussian policy;
+    # plain train mode, where every minibatch's statistics are a member's padded rows
+    "ppo-cartpole-batch": ("CartPole-v1", "batch", []),
+    "ppo-pendulum-batch_renorm": ("Pendulum-v1", "batch_renorm", []),
+    "ppo-acrobot-batch-train-mode": (
+        "Acrobot-v1",
+        "batch",
+        [
+            "agent.norm_update=batch",
+            "agent.old_log_prob=behaviour",
+            "agent.normalize_advantages=true",
+        ],
+    ),
+}
+#: for the resume test only
+PPO_CASES_RESUMED = {"ppo-constant-lr": ("CartPole-v1", "batch", ["agent.anneal_lr=false"])}
+#: 5 updates of 4 sub-envs x 16 steps
+PPO_STEPS = 5 * 4 * 16
+
+
+def _ppo_config(case: str, seed: int = 0, steps: int = PPO_STEPS) -> config.RunConfig:
+    env, norm, extra = (PPO_CASES | PPO_CASES_RESUMED)[case]
+    return config.resolve(
+        agents.get("ppo"),
+        env,
+        norm=norm,
+        seed=seed,
+        overrides=[*PPO_SMALL, *extra],
+        total_steps=steps,
+    )
+
+
+def _assert_same_state(got: rlnorm.Agent, expected: rlnorm.Agent, what: str) -> None:
+    """Every parameter and buffer to 1e-6; large statistics (an inverse standard deviation
+    of tens) to 1e-7 relative, float64's rounding after a few updates."""
+    for name, module in expected.modules().items():
+        state = got.modules()[name].state_dict()
+        assert state.keys() == module.state_dict().keys()
+        for key, value in module.state_dict().items():
+            torch.testing.assert_close(
+                state[key].to(value.dtype), value, atol=1e-6, rtol=1e-7, msg=f"{what} {name}.{key}"
+            )
+
+
+@pytest.mark.parametrize("case", sorted(PPO_CASES))
+def test_each_ppo_member_has_the_weights_of_its_single_seed_run(
+    tmp_path: Path, case: str, float64: None
+) -> None:
+    """PPO members keep different numbers of valid steps (autoresets differ), so their
+    samples are padded and masked: after 5 updates member k still equals the run --seed k,
+    its minibatches drawn from its own generator, its BatchNorm statistics of its own
+    steps only."""
+    env = PPO_CASES[case][0]
+    make_env = lambda n: envs.make(env, num_envs=n)  # noqa: E731
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    population = PopulationLearner(
+        agents.get("ppo"), _ppo_config(case), SEEDS, runs, tmp_path / "p", make_env, quiet=True
+    )
+    result = population.train()
+    assert population.updates == 5
+    for k, seed in enumerate(SEEDS):
+        single = Learner.create(
+            agents.get("ppo"), make_env(4), make_env(2), _ppo_config(case, seed), tmp_path, True
+        )
+        alone = single.train()
+        assert single.updates == population.updates
+        _assert_same_state(population.agents[k], single.agent, f"{case} seed {seed}")
+        assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
+
+
+def test_a_ppo_population_resumes_as_a_whole(tmp_path: Path, float64: None) -> None:
+    """Trained to PPO_STEPS, then continued to twice that from the members' checkpoints,
+    each member ends where its seed trained alone to twice the steps ends (a constant
+    learning rate: an annealed one follows the budget, which the continuation changes)."""
+    case = "ppo-constant-lr"
+    make_env = lambda n: envs.make("CartPole-v1", num_envs=n)  # noqa: E731
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    args = (SEEDS, runs, tmp_path / "p", make_env)
+    PopulationLearner(agents.get("ppo"), _ppo_config(case), *args, quiet=True).train()
+    cfg = _ppo_config(case, steps=2 * PPO_STEPS)
+    population = PopulationLearner(agents.get("ppo"), cfg, *args, quiet=True)
+    population.restore()
+    population.train()
+    for seed in SEEDS:
+        single = Learner.create(
+            agents.get("ppo"),
+            make_env(4),
+            make_env(2),
+            _ppo_config(case, seed, 2 * PPO_STEPS),
+            tmp_path / f"alone{seed}",
+            True,
+        )
+        single.train()
+        member = rlnorm.load(tmp_path / f"seed{seed}" / "checkpoints" / "last")
+        assert member.counters["env_steps"] == 2 * PPO_STEPS
+        _assert_same_state(member, single.agent, f"seed {seed}")
+
+
 def test_members_with_different_data_keep_their_own_statistics(tmp_path: Path) -> None:
     """Members see different states (different seeds), and each member's BatchNorm running
     mean differs from the others': no pooled statistics."""
@@ -225,10 +337,10 @@ def test_seeds_parse_ranges_and_lists() -> None:
 
 
 def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ppo runs one seed per process"):
+    with pytest.raises(ConfigError, match="sb3:PPO runs one seed per process"):
         PopulationLearner(
-            agents.get("ppo"),
-            config.resolve(agents.get("ppo"), "CartPole-v1", total_steps=64),
+            agents.get("sb3:PPO"),
+            config.resolve(agents.get("sb3:PPO"), "CartPole-v1", total_steps=64),
             [0, 1],
             [tmp_path / "a", tmp_path / "b"],
             tmp_path / "p",
@@ -337,3 +449,26 @@ def test_members_stopped_at_different_steps_resume_one_by_one(
     )
     with pytest.raises(ConfigError, match="resume each member alone"):
         population.restore()
+
+
+def test_ppo_members_split_their_own_valid_steps() -> None:
+    """Each member's samples are its own valid steps in its run's order, padded and
+    masked; members whose counts would split into different numbers of minibatches are
+    refused with the numbers (not silently given a different update)."""
+    from rlnorm.draws import MemberDraws
+    from rlnorm.minibatches import ValidSamples
+
+    valid = torch.ones(8, 4, dtype=torch.bool)  # T=8 steps, K=2 members x N=2 sub-envs
+    valid[[1, 4, 6], 3] = False  # member 1 lost 3 steps to autoresets
+    values = torch.arange(32.0).reshape(8, 4)
+    steps = ValidSamples(valid, members=2)
+    taken = steps.take(values)
+    assert steps.counts == [16, 13] and taken.shape == (2, 16)
+    for k in range(2):
+        alone = ValidSamples(valid[:, 2 * k : 2 * k + 2], members=None)
+        assert torch.equal(taken[k, : steps.counts[k]], alone.take(values[:, 2 * k : 2 * k + 2]))
+    draws = MemberDraws([torch.Generator().manual_seed(s) for s in (0, 1)])
+    batches = steps.minibatches(8, draws, batch_dependent=True)
+    assert [mb.mask.sum(1).tolist() for mb in batches if mb.mask is not None] == [[8, 7], [8, 6]]
+    with pytest.raises(ConfigError, match=r"different numbers of minibatches \[3, 4\]"):
+        steps.minibatches(4, draws, batch_dependent=True)

@@ -190,9 +190,8 @@ def test_norms_runs_every_kind_and_rliable_aggregates_them(tmp_path: Path) -> No
 
 
 def test_the_seeds_of_a_variant_train_as_one_population() -> None:
-    """Seeds of an off-policy variant built by its registered class form one group; a
-    reproduction's unsafe variant (its own agent factory) and PPO train one seed per
-    process."""
+    """Seeds of a variant built by its registered class form one group (PPO's too); a
+    reproduction's unsafe variant (its own agent factory) trains one seed per process."""
     from rlnorm.reproduce import norms as norms_study
     from rlnorm.reproduce import perils_shared_stats, runner
 
@@ -206,7 +205,7 @@ def test_the_seeds_of_a_variant_train_as_one_population() -> None:
         )
     study = norms_study.trials(2, "quick")
     for group in runner.populations(study):
-        assert len(group) == (1 if study[group[0]].agent == "ppo" else 2)
+        assert len(group) == 2
 
 
 def test_a_population_measures_each_seed_as_its_own_trial_would() -> None:

@@ -336,8 +336,8 @@ def test_group_seeds_plans_one_population_per_variant(tmp_path: Path) -> None:
     assert [t.name for t in batch.trials] == ["norm=batch__seed=0", "norm=batch__seed=1"]
     assert by_first["norm=batch__seed=2"].train_argv[:2] == ["train", "--resume"]
 
-    ppo = specs.parse("train: {agent: ppo}\ngrid: {seed: [0, 1]}\n")
-    sweep_dir = runner.SweepDir(tmp_path / "ppo", ppo)
+    adapter = specs.parse("train: {agent: 'sb3:PPO'}\ngrid: {seed: [0, 1]}\n")
+    sweep_dir = runner.SweepDir(tmp_path / "sb3", adapter)
     try:
         assert len(runner.plan(sweep_dir, 1, retry_failed=False, group_seeds=True)) == 2
     finally:

@@ -226,10 +226,10 @@ def write_outputs(
 
 #: How the runner trains seeds (:func:`rlnorm.reproduce.runner.populations`).
 SEEDS_NOTE = (
-    "- Seeds: those of an off-policy variant built by its registered class train together, "
-    "as one population in one process (`rlnorm.population`: member k is the run of seed k); "
+    "- Seeds: those of a variant built by its registered class train together, as one "
+    "population in one process (`rlnorm.population`: member k is the run of seed k); "
     "their `wall s/run` is the population's wall time divided by its seeds. Other trials "
-    "(PPO, the unsafe variants) run one per process."
+    "(the unsafe variants, which build their own agents) run one per process."
 )
 
 

@@ -68,7 +68,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--group-seeds",
         action="store_true",
         help="train trials that differ only in their seed as one population in one process "
-        "(rlnorm train --seeds; off-policy agents); each keeps its own run directory",
+        "(rlnorm train --seeds; native agents); each keeps its own run directory",
     )
     report = parser.add_argument_group("rlnorm sweep report DIR")
     report.add_argument(
