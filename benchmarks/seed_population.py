@@ -3,17 +3,20 @@
 For each agent, in one run of this script and one process at a time (each is timed whole,
 start-up included)::
 
-    rlnorm train --agent A --env Pendulum-v1 --seed 0 --quiet --threads 1 --steps S
-    rlnorm train --agent A --env Pendulum-v1 --seeds 0-(K-1) --quiet --threads 1 --steps S
+    rlnorm train --agent A --env E --seed 0 --quiet --threads 1 --steps S
+    rlnorm train --agent A --env E --seeds 0-(K-1) --quiet --threads 1 --steps S
 
-with the agent's shipped ``configs/<agent>/Pendulum-v1.yaml``, for each population size K.
+with the agent's shipped ``configs/<agent>/<E>.yaml`` (E: Pendulum-v1 unless ``--env``),
+for each population size K.
 It prints and writes to ``benchmarks/results/seed_population.md`` the wall time, the ratio
 to one seed alone, the aggregate env steps per second over all members, what K runs one
 after another would take (K x the single run, measured once), and every member's final
 evaluation (20 episodes, deterministic). Pin it to one core for stable numbers::
 
     taskset -c 1 python benchmarks/seed_population.py [--agents sac crossq] [--sizes 1 8 32]
-        [--steps 20000] [--conditions TEXT] [--output FILE]
+        [--env Pendulum-v1] [--steps 20000] [--conditions TEXT] [--output FILE]
+
+(PPO: ``--agents ppo --env CartPole-v1 --steps 150000``, its shipped config.)
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "seed_population.md"
 
 
-def train(agent: str, steps: int, seeds: str | None, workdir: Path) -> tuple[float, list[float]]:
+def train(
+    agent: str, env: str, steps: int, seeds: str | None, workdir: Path
+) -> tuple[float, list[float]]:
     """Run one ``rlnorm train`` in ``workdir``; its wall time and members' final returns."""
-    argv = ["rlnorm", "train", "--agent", agent, "--env", "Pendulum-v1", "--quiet",
+    argv = ["rlnorm", "train", "--agent", agent, "--env", env, "--quiet",
             "--threads", "1", "--steps", str(steps),
             "--set", "train.final_eval_episodes=20"]  # fmt: skip
     argv += ["--seed", "0"] if seeds is None else ["--seeds", seeds]
@@ -52,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", nargs="+", default=["sac", "crossq"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
@@ -59,14 +65,14 @@ def main() -> None:
     rows = []
     for agent in args.agents:
         with tempfile.TemporaryDirectory() as tmp:
-            single_wall, single_returns = train(agent, args.steps, None, Path(tmp))
+            single_wall, single_returns = train(agent, args.env, args.steps, None, Path(tmp))
         print(f"{agent}: one seed alone {single_wall:.1f} s, final {single_returns[0]:.1f}")
         rows.append(
             (agent, "1 (alone)", single_wall, 1.0, args.steps / single_wall, single_returns)
         )
         for size in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, returns = train(agent, args.steps, f"0-{size - 1}", Path(tmp))
+                wall, returns = train(agent, args.env, args.steps, f"0-{size - 1}", Path(tmp))
             ratio = wall / single_wall
             print(
                 f"{agent}: {size} seeds in one process {wall:.1f} s = {ratio:.2f}x one seed "
@@ -92,7 +98,7 @@ def write(rows: list[tuple], args: argparse.Namespace) -> None:
         f"pinned to core(s) {cores}; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
         *([f"- Conditions: {args.conditions}"] if args.conditions else []),
-        f"- Each agent's shipped `configs/<agent>/Pendulum-v1.yaml`, {args.steps} env steps per "
+        f"- Each agent's shipped `configs/<agent>/{args.env}.yaml`, {args.steps} env steps per "
         "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
         "evaluations and checkpoints included).",
         "",
