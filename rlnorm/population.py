@@ -147,7 +147,8 @@ class PopulationLearner:
         env.close()
         self.capacity = capacity
         self.env = MemberEnvs([make_env(train.num_envs) for _ in seeds], list(seeds))
-        self.eval_envs = [make_env(train.eval_num_envs) for _ in seeds]
+        eval_seeds = [cfg.eval_seed for cfg in self.configs]  # each run's evaluation seed
+        self.eval_env = MemberEnvs([make_env(train.eval_num_envs) for _ in seeds], eval_seeds)
         self._stack(generators)
         self.restored = False
         self.env_steps = self.updates = 0
@@ -272,10 +273,16 @@ class PopulationLearner:
         return {"seeds": [c.seed for c in self.configs], "dir": str(self.population_dir)}
 
     def _evaluate(self, episodes: int, monitors: list[Monitor]) -> list[EvalResult]:
+        """Every member's evaluation, as its run's (its eval env and seed, its quotas), run
+        as one batch of the members' eval envs; the members are then unstacked, ready to be
+        saved."""
+        members = len(self.configs)
+        together = evaluate(self.population, self.eval_env, episodes, blocks=members)
         results = []
         for k, (agent, cfg) in enumerate(zip(self.agents, self.configs, strict=True)):
             unstack_agent(self.population, k, agent)
-            result = evaluate(agent, self.eval_envs[k], episodes, seed=cfg.eval_seed)
+            part = slice(k * episodes, (k + 1) * episodes)
+            result = EvalResult(together.returns[part], together.lengths[part])
             record = {
                 "step": self.env_steps,
                 "mean": result.mean,

@@ -331,12 +331,16 @@ def evaluate(
     episodes: int,
     deterministic: bool = True,
     seed: int | None = None,
+    blocks: int = 1,
 ) -> EvalResult:
     """Run exactly ``episodes`` episodes of ``agent`` on ``env`` in eval mode.
 
     Sub-env ``i`` is assigned a fixed quota of episodes up front and only those are
     recorded, so the estimate is not biased towards short episodes (taking whichever
-    episodes finish first would be).
+    episodes finish first would be). With ``blocks`` K, the sub-envs are K equal blocks
+    (a population's members, :class:`rlnorm.stacking.MemberEnvs`) that each run
+    ``episodes`` with the quotas one block alone would get; block ``k``'s episodes are
+    entries ``k * episodes`` to ``(k + 1) * episodes - 1`` of the result.
 
     Built to cost no more than a hand loop over the same networks: one :func:`acting`
     context around the whole loop, and per step only three bookkeeping ops (each sub-env's
@@ -347,8 +351,10 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     n, device = env.num_envs, env.device
-    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
-    quota[: episodes % n] += 1
+    per_block = n // blocks
+    quota = torch.full((per_block,), episodes // per_block, dtype=torch.int64, device=device)
+    quota[: episodes % per_block] += 1
+    quota = quota.repeat(blocks)
     max_quota = int(quota.max())
     # Column max_quota of returns/lengths and entry n of last_end/ended take the writes
     # meant for no one (episodes past their quota, ends that are not a sub-env's last), so
@@ -392,7 +398,7 @@ def evaluate(
     obs_shape = _obs_shape(env)
     _check_obs(obs, env, obs_shape)
     max_steps = (env.max_episode_steps + 1) * max_quota + 1
-    remaining = episodes
+    remaining = episodes * blocks
     with acting(*agent.acting_modules()):
         for step in range(max_steps):
             actions = agent.act(normalize_obs(agent, obs), deterministic).actions

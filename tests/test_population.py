@@ -472,3 +472,26 @@ def test_ppo_members_split_their_own_valid_steps() -> None:
     assert [mb.mask.sum(1).tolist() for mb in batches if mb.mask is not None] == [[8, 7], [8, 6]]
     with pytest.raises(ConfigError, match=r"different numbers of minibatches \[3, 4\]"):
         steps.minibatches(4, draws, batch_dependent=True)
+
+
+def test_blocks_of_an_eval_env_are_each_evaluated_as_alone() -> None:
+    """``evaluate(..., blocks=K)`` over the members' eval envs gives block k the episodes
+    its env alone gives (same quotas, same seed), in block order."""
+    from rlnorm.rollout import evaluate
+    from rlnorm.stacking import MemberEnvs
+
+    agent = agents.get("ppo")(*_spaces("CartPole-v1"), agents.get("ppo").Config(), "batch")
+    seeds = [3, 8]
+    together = evaluate(
+        agent, MemberEnvs([envs.make("CartPole-v1", num_envs=3) for _ in seeds], seeds), 7,
+        blocks=2,
+    )  # fmt: skip
+    for k, seed in enumerate(seeds):
+        alone = evaluate(agent, envs.make("CartPole-v1", num_envs=3), 7, seed=seed)
+        assert together.returns[7 * k : 7 * (k + 1)].tolist() == alone.returns.tolist()
+        assert together.lengths[7 * k : 7 * (k + 1)].tolist() == alone.lengths.tolist()
+
+
+def _spaces(env_id: str) -> tuple:
+    env = envs.make(env_id, num_envs=1)
+    return env.single_observation_space, env.single_action_space

@@ -212,18 +212,21 @@ def train_population(trials: Sequence[Trial]) -> list[TrialResult]:
             warnings.simplefilter("always")
             population = learner.train()
         wall = (time.perf_counter() - start) / len(trials)
+        off_policy = hasattr(learner.population, "replay")
         for k, (trial, member) in enumerate(zip(trials, population.members, strict=True)):
             agent = learner.agents[k]
-            agent.replay = learner.member_replay(k)  # type: ignore[attr-defined]
+            if off_policy:  # the member's own replay, as its trial alone would hold it
+                agent.replay = learner.member_replay(k)  # type: ignore[attr-defined]
             lines = (member.run_dir / "eval.jsonl").read_text().splitlines()
-            eval_env = learner.eval_envs[k]
+            eval_env = learner.eval_env.envs[k]
             results.append(
                 _measured(
                     trial, agent, eval_env, lines, caught, population.env_steps,
                     member.final_eval, wall,
                 )
             )  # fmt: skip
-            agent.replay = None  # type: ignore[attr-defined]
+            if off_policy:
+                agent.replay = None  # type: ignore[attr-defined]
     return results
 
 
