@@ -263,6 +263,26 @@ class MemberBatchGuard(BatchGuard):
             )
 
 
+def _affine(
+    input: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Eval-mode normalization of ``[K, B, F]`` with running statistics ``[K, F]``, as one
+    per-member affine map ``x * scale + shift`` (the statistics and the affine parameters
+    folded on ``[K, F]`` first): one op over the batch where the kernel's ``[B, K * F]``
+    layout would cost two copies and a batch-norm pass (acting, and PPO's updates on frozen
+    statistics, run this path)."""
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return torch.addcmul(shift.unsqueeze(1), input, scale.unsqueeze(1))
+
+
 def _register_statistics(
     layer: nn.Module, members: int, features: int, eps: float, factory: dict[str, Any]
 ) -> None:
@@ -327,15 +347,16 @@ class MemberBatchNorm1d(MemberBatchGuard, LastBatch, MemberModule):
             self.check_batch(input)
         if self.training and (mask := active_mask(input)) is not None:
             return self._masked_forward(input, mask)
+        if not self.training and self.running_mean is not None and self.running_var is not None:
+            return _affine(
+                input, self.running_mean, self.running_var, self.eps, self.weight, self.bias
+            )
         k, b, f = input.shape
         flat = input.transpose(0, 1).reshape(b, k * f)
         weight = None if self.weight is None else self.weight.view(-1)
         bias = None if self.bias is None else self.bias.view(-1)
         if self.running_mean is None or self.running_var is None:
             out = F.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
-        elif not self.training:
-            mean, var = self.running_mean.view(-1), self.running_var.view(-1)
-            out = F.batch_norm(flat, mean, var, weight, bias, False, 0.0, self.eps)
         else:
             assert self.num_batches_tracked is not None
             self.num_batches_tracked.add_(1)
@@ -423,19 +444,19 @@ class MemberBatchRenorm1d(MemberBatchGuard, LastBatch, MemberModule):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self.check_members(input, exact_dim=3)
         if not self.training:
-            mean, var = self.running_mean, self.running_var
-            x_hat = (input - mean[:, None]) / torch.sqrt(var + self.eps)[:, None]
-        else:
-            self.check_batch(input)
-            mask = active_mask(input)
-            if mask is None:
-                batch_mean, batch_var = input.mean(1), input.var(1, unbiased=False)
-                count: float | torch.Tensor = input.shape[1]
-            else:  # each member's real samples only (rlnorm.sample_mask)
-                batch_mean, batch_var, count = masked_moments(input, mask)
-            batch_std, r, d = renorm_step(self, batch_mean, batch_var, count)
-            x_hat = (input - batch_mean[:, None]) / batch_std[:, None]
-            x_hat = x_hat * r[:, None] + d[:, None]
+            return _affine(
+                input, self.running_mean, self.running_var, self.eps, self.weight, self.bias
+            )
+        self.check_batch(input)
+        mask = active_mask(input)
+        if mask is None:
+            batch_mean, batch_var = input.mean(1), input.var(1, unbiased=False)
+            count: float | torch.Tensor = input.shape[1]
+        else:  # each member's real samples only (rlnorm.sample_mask)
+            batch_mean, batch_var, count = masked_moments(input, mask)
+        batch_std, r, d = renorm_step(self, batch_mean, batch_var, count)
+        x_hat = (input - batch_mean[:, None]) / batch_std[:, None]
+        x_hat = x_hat * r[:, None] + d[:, None]
         return x_hat * self.weight[:, None] + self.bias[:, None]
 
     def extra_repr(self) -> str:
