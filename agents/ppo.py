@@ -72,6 +72,7 @@ from rlnorm.agents import register
 from rlnorm.config import check_ranges
 from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
+from rlnorm.member_adam import stepping
 from rlnorm.metrics import (
     GAP_POLICY_KL,
     PPO_FIRST_CLIP_FRACTION,
@@ -335,8 +336,13 @@ class PPO(Agent):
         }
         diagnostics: dict[str, torch.Tensor] = {}
         per_member = 1 / (self.draws.members or 1)  # loss metrics: the members' average
+        # A member with fewer minibatches skips the last steps of an epoch; a train-mode pass
+        # it skipped would still count in BatchNorm's shared pass counter.
+        may_skip = cfg.norm_update == "frozen" or not norms.get(self.norm).mode_dependent
         for _ in range(cfg.epochs):
-            for mb in steps.minibatches(cfg.minibatch_size, self.draws, self.batch_dependent):
+            for mb in steps.minibatches(
+                cfg.minibatch_size, self.draws, self.batch_dependent, may_skip
+            ):
                 mb_obs = mb.take(obs)
                 with mb.masked():
                     if not diagnostics:
@@ -369,7 +375,8 @@ class PPO(Agent):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 clip_grad_norm_(self.params, cfg.max_grad_norm)
-                self.optimizer.step()
+                with stepping(self.optimizer, mb.active):  # a population's skipping members
+                    self.optimizer.step()
 
                 with torch.no_grad():
                     stats["policy_loss"].append(policy_loss.detach())

@@ -325,3 +325,23 @@ class CosineLinear(nn.Module):
 def weight_normed_linear(in_features: int, out_features: int) -> nn.Linear:
     """A Linear whose weight is ``g * v / |v|`` per output row (Salimans & Kingma 2016)."""
     return nn.utils.parametrizations.weight_norm(nn.Linear(in_features, out_features))
+
+
+def running_affine(
+    input: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Eval-mode normalization of ``[K, B, F]`` with running statistics ``[K, F]``, as one
+    per-member affine map ``x * scale + shift`` (the statistics and the affine parameters
+    folded on ``[K, F]`` first): one op over the batch where the kernel's ``[B, K * F]``
+    layout would cost two copies and a batch-norm pass (acting, and PPO's updates on frozen
+    statistics, run this path)."""
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return torch.addcmul(shift.unsqueeze(1), input, scale.unsqueeze(1))

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rlnorm.errors import NormalizationError
-from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits, renorm_step
-from rlnorm.sample_mask import active_mask, masked_moments
+from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits, renorm_step, running_affine
+from rlnorm.sample_mask import active_mask, masked_batch_norm, masked_moments
 
 
 def per_member(t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
@@ -263,26 +263,6 @@ class MemberBatchGuard(BatchGuard):
             )
 
 
-def _affine(
-    input: torch.Tensor,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    eps: float,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """Eval-mode normalization of ``[K, B, F]`` with running statistics ``[K, F]``, as one
-    per-member affine map ``x * scale + shift`` (the statistics and the affine parameters
-    folded on ``[K, F]`` first): one op over the batch where the kernel's ``[B, K * F]``
-    layout would cost two copies and a batch-norm pass (acting, and PPO's updates on frozen
-    statistics, run this path)."""
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale if bias is None else bias - mean * scale
-    return torch.addcmul(shift.unsqueeze(1), input, scale.unsqueeze(1))
-
-
 def _register_statistics(
     layer: nn.Module, members: int, features: int, eps: float, factory: dict[str, Any]
 ) -> None:
@@ -346,9 +326,9 @@ class MemberBatchNorm1d(MemberBatchGuard, LastBatch, MemberModule):
         if self.training:
             self.check_batch(input)
         if self.training and (mask := active_mask(input)) is not None:
-            return self._masked_forward(input, mask)
+            return masked_batch_norm(self, input, mask)
         if not self.training and self.running_mean is not None and self.running_var is not None:
-            return _affine(
+            return running_affine(
                 input, self.running_mean, self.running_var, self.eps, self.weight, self.bias
             )
         k, b, f = input.shape
@@ -371,29 +351,6 @@ class MemberBatchNorm1d(MemberBatchGuard, LastBatch, MemberModule):
             with torch.no_grad():
                 self.record_batch(mean.view(k, f), invstd.view(k, f))
         return out.view(b, k, f).transpose(0, 1)
-
-    def _masked_forward(self, input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Train mode over each member's real samples only (:mod:`rlnorm.sample_mask`):
-        the formula of torch's kernel, written out, as each member's run computes it."""
-        mean, var, count = masked_moments(input, mask)
-        invstd = torch.rsqrt(var + self.eps)
-        out = (input - mean.unsqueeze(1)) * invstd.unsqueeze(1)
-        if self.weight is not None and self.bias is not None:
-            out = out * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
-        if self.running_mean is not None and self.running_var is not None:
-            with torch.no_grad():
-                assert self.num_batches_tracked is not None
-                self.num_batches_tracked.add_(1)
-                factor = (
-                    1.0 / float(self.num_batches_tracked)
-                    if self.momentum is None
-                    else self.momentum
-                )
-                self.running_mean.lerp_(mean, factor)
-                self.running_var.lerp_(var * count / (count - 1), factor)
-        with torch.no_grad():
-            self.record_batch(mean, invstd)
-        return out
 
     def extra_repr(self) -> str:
         return (
@@ -444,7 +401,7 @@ class MemberBatchRenorm1d(MemberBatchGuard, LastBatch, MemberModule):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self.check_members(input, exact_dim=3)
         if not self.training:
-            return _affine(
+            return running_affine(
                 input, self.running_mean, self.running_var, self.eps, self.weight, self.bias
             )
         self.check_batch(input)

@@ -29,12 +29,13 @@ from rlnorm.sample_mask import sample_mask
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Each member's mean over its real samples: ``[K, B, ...]`` -> ``[K]``."""
+    """Each member's mean over its real samples: ``[K, B, ...]`` -> ``[K]`` (0 for a member
+    with none: one that skips this minibatch)."""
     x = x.flatten(2).mean(2) if x.dim() > 2 else x
     if mask is None:
         return x.mean(1)
     weight = mask.to(x.dtype)
-    return (x * weight).sum(1) / weight.sum(1)
+    return (x * weight).sum(1) / weight.sum(1).clamp_min(1)
 
 
 def _masked_var(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -43,8 +44,8 @@ def _masked_var(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return x.var(1)
     weight = mask.to(x.dtype)
     count = weight.sum(1)
-    mean = (x * weight).sum(1) / count
-    return ((x - mean.unsqueeze(1)).pow(2) * weight).sum(1) / (count - 1)
+    mean = (x * weight).sum(1) / count.clamp_min(1)
+    return ((x - mean.unsqueeze(1)).pow(2) * weight).sum(1) / (count - 1).clamp_min(1)
 
 
 @dataclass
@@ -55,11 +56,14 @@ class Minibatch:
         index: the rows, ``[B]`` for one run, ``[K, B]`` for a population (padded).
         mask: ``[K, B]``, True for a member's real rows; ``None`` when every row is real.
         members: K, or ``None`` for one run.
+        active: ``[K]``, the members that take this step (a member whose valid steps
+            split into fewer minibatches has none left); ``None`` when all do.
     """
 
     index: torch.Tensor
     mask: torch.Tensor | None
     members: int | None
+    active: torch.Tensor | None = None
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
         """The minibatch's rows of ``x`` (one of :meth:`ValidSamples.take`'s results)."""
@@ -82,7 +86,8 @@ class Minibatch:
         """A metric: the mean over the samples, averaged over members."""
         if self.members is None:
             return x.mean()
-        return _masked_mean(x, self.mask).mean()
+        means = _masked_mean(x, self.mask)
+        return means.mean() if self.active is None else means[self.active].mean()
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
         """A metric: the largest value over every member's real samples."""
@@ -150,20 +155,29 @@ class ValidSamples:
         """The unbiased variance over the valid steps, per member (``[K]``; one run: ``[]``)."""
         return x.var() if self.members is None else _masked_var(x, self.mask)
 
-    def minibatches(self, size: int, draws: Draws, batch_dependent: bool) -> list[Minibatch]:
+    def minibatches(
+        self, size: int, draws: Draws, batch_dependent: bool, may_skip: bool = True
+    ) -> list[Minibatch]:
         """One epoch's minibatches: near-equal splits of a random permutation of each
         member's valid steps (never a remainder of one sample: BatchNorm needs two), about
-        ``size`` samples each, the permutation drawn from the member's own generator."""
-        splits = {max(1, round(n / size)) for n in self.counts}
-        if len(splits) > 1:
+        ``size`` samples each, the permutation drawn from the member's own generator.
+
+        Members whose counts split into fewer minibatches than others are inactive in the
+        last ones (:attr:`Minibatch.active`: they skip those steps,
+        :func:`rlnorm.member_adam.stepping`). ``may_skip=False`` refuses that instead, for
+        an update whose train-mode batch statistics would count a skipped pass (BatchNorm's
+        pass counter is one for all members)."""
+        splits = [max(1, round(n / size)) for n in self.counts]
+        if len(set(splits)) > 1 and not may_skip:
             raise ConfigError(
                 f"the members' rollouts kept {sorted(set(self.counts))} valid steps, which split "
-                f"into different numbers of minibatches {sorted(splits)} of about {size}; a "
-                "population needs one number for all (a minibatch_size that divides the "
-                "rollout, or train these seeds one per process)"
+                f"into different numbers of minibatches {sorted(set(splits))} of about {size}: "
+                "with train-mode batch statistics in the update (norm_update: batch) a "
+                "population needs one number for all (norm_update: frozen, a minibatch_size "
+                "that divides the rollout, or these seeds one per process)"
             )
-        (parts,) = splits
-        if batch_dependent and self.count // parts < 2:
+        parts = max(splits)
+        if batch_dependent and any(n // m < 2 for n, m in zip(self.counts, splits, strict=True)):
             raise ConfigError(
                 f"rollout left {self.count} valid samples: too few for batch statistics"
             )
@@ -173,17 +187,23 @@ class ValidSamples:
             return [Minibatch(idx, None, None) for idx in perms[0].tensor_split(parts)]
         padded = pad_sequence(perms, batch_first=True)  # [K, n_max]
         counts = torch.tensor(self.counts, device=device).unsqueeze(1)
-        quotient, remainder = counts // parts, counts % parts
+        own = torch.tensor(splits, device=device).unsqueeze(1)
+        quotient, remainder = counts // own, counts % own
         batches = []
         for j in range(parts):  # tensor_split's rule, per member: the first r parts get one more
-            sizes = quotient + (j < remainder).long()
+            active = j < own
+            sizes = (quotient + (j < remainder).long()) * active
             starts = j * quotient + remainder.clamp(max=j)
             longest = int(sizes.max())
             offsets = torch.arange(longest, device=device)
             mask = offsets < sizes
             positions = (starts + offsets).clamp(max=padded.shape[1] - 1)
-            full = bool(mask.all())
             batches.append(
-                Minibatch(padded.gather(1, positions), None if full else mask, self.members)
+                Minibatch(
+                    padded.gather(1, positions),
+                    None if bool(mask.all()) else mask,
+                    self.members,
+                    None if bool(active.all()) else active.squeeze(1),
+                )
             )
         return batches

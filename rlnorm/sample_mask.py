@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -57,3 +58,23 @@ def masked_moments(
     mean = (input * weight).sum(1) / count
     var = ((input - mean.unsqueeze(1)).pow(2) * weight).sum(1) / count
     return mean, var, count
+
+
+def masked_batch_norm(layer: Any, input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A member-batched BatchNorm's train-mode pass (``layer``: its weights, statistics and
+    ``record_batch``) over each member's real samples only: the formula of torch's kernel,
+    written out, as each member's run computes it on its samples alone."""
+    mean, var, count = masked_moments(input, mask)
+    invstd = torch.rsqrt(var + layer.eps)
+    out = (input - mean.unsqueeze(1)) * invstd.unsqueeze(1)
+    if layer.weight is not None and layer.bias is not None:
+        out = out * layer.weight.unsqueeze(1) + layer.bias.unsqueeze(1)
+    with torch.no_grad():
+        if layer.running_mean is not None and layer.running_var is not None:
+            layer.num_batches_tracked.add_(1)
+            momentum = layer.momentum
+            factor = 1.0 / float(layer.num_batches_tracked) if momentum is None else momentum
+            layer.running_mean.lerp_(mean, factor)
+            layer.running_var.lerp_(var * count / (count - 1), factor)
+        layer.record_batch(mean, invstd)
+    return out

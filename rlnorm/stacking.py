@@ -16,6 +16,7 @@ from rlnorm.agent import Agent
 from rlnorm.draws import MemberDraws
 from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError
+from rlnorm.member_adam import MemberAdam
 from rlnorm.normalize import ObservationNormalizer
 from rlnorm.replay import MemberReplay
 
@@ -150,6 +151,8 @@ def _restacked(
             )
         stacked_group = [params[name][i] for name, i in (where[id(p)] for p in group["params"])]
         groups.append({**group, "params": stacked_group})
+    if type(optimizer) is torch.optim.Adam:  # a step count per member
+        return MemberAdam(groups, **optimizer.defaults)
     return type(optimizer)(groups, **optimizer.defaults)
 
 
@@ -169,8 +172,8 @@ def unstack_agent(population: Agent, k: int, into: Agent) -> None:
 
 
 def _unstack_optimizer(stacked: torch.optim.Optimizer, k: int, into: torch.optim.Optimizer) -> None:
-    """Member ``k``'s slice of each stacked parameter's optimizer state (Adam's moments;
-    its step count is the population's) as ``into``'s state. A stacked module's
+    """Member ``k``'s slice of each stacked parameter's optimizer state (Adam's moments and
+    its step count, torch Adam's scalar) as ``into``'s state. A stacked module's
     parameters come in the order of the originals', so the two lists pair up."""
     pairs = zip(
         (p for group in stacked.param_groups for p in group["params"]),
@@ -182,9 +185,11 @@ def _unstack_optimizer(stacked: torch.optim.Optimizer, k: int, into: torch.optim
         if not state:
             continue
         into.state[param] = {
-            key: value[k].reshape(param.shape).clone()
+            key: value[k].to(torch.get_default_dtype())  # member k's count, as torch keeps it
+            if key == "step" and isinstance(stacked, MemberAdam)
+            else value[k].reshape(param.shape).clone()
             if value.shape == stacked_param.shape  # a per-element moment, member k's slice
-            else value.clone()  # a count the members share (Adam's step)
+            else value.clone()  # a count the members share
             for key, value in state.items()
         }
 
@@ -192,7 +197,7 @@ def _unstack_optimizer(stacked: torch.optim.Optimizer, k: int, into: torch.optim
 def stack_optimizer_states(population: Agent, agents: Sequence[Agent]) -> None:
     """The members' optimizer states (``agents[k]``'s, e.g. restored from member ``k``'s
     checkpoint) as the population's: the inverse of :func:`unstack_agent`'s optimizer part.
-    A count the members share (Adam's step) must be the same in every member."""
+    Any other count the members share must be the same in every member."""
     for attr, stacked in vars(population).items():
         if not isinstance(stacked, torch.optim.Optimizer):
             continue
@@ -207,8 +212,10 @@ def stack_optimizer_states(population: Agent, agents: Sequence[Agent]) -> None:
                 raise ConfigError(f"{attr}: the members' optimizer states differ in kind")
             merged = {}
             for key, first in states[0].items():
+                if key == "step" and isinstance(stacked, MemberAdam):  # one count per member
+                    merged[key] = torch.stack([s[key].to(torch.float64) for s in states])
                 # a per-element moment; Adam's step is a count even for a scalar parameter
-                if key != "step" and first.shape == member_params[0][i].shape:
+                elif key != "step" and first.shape == member_params[0][i].shape:
                     merged[key] = torch.stack(
                         [s[key].reshape(stacked_param.shape[1:]) for s in states]
                     )

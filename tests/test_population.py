@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from rlnorm import agents, cli, config, envs
 from rlnorm.cli_parser import parse_seeds
 from rlnorm.errors import ConfigError
 from rlnorm.learner import Learner
+from rlnorm.minibatches import ValidSamples
 from rlnorm.population import PopulationLearner
 
 SEEDS = [0, 1, 5]
@@ -175,6 +177,8 @@ PPO_CASES = {
         ],
     ),
 }
+#: members whose valid steps split into 2 or 3 minibatches (round(n / 24) for n near 60)
+PPO_CASES["ppo-cartpole-uneven-minibatches"] = ("CartPole-v1", "batch", ["agent.minibatch_size=24"])
 #: for the resume test only
 PPO_CASES_RESUMED = {"ppo-constant-lr": ("CartPole-v1", "batch", ["agent.anneal_lr=false"])}
 #: 5 updates of 4 sub-envs x 16 steps
@@ -205,9 +209,10 @@ def _assert_same_state(got: rlnorm.Agent, expected: rlnorm.Agent, what: str) -> 
             )
 
 
+@pytest.mark.filterwarnings("ignore:audit:RuntimeWarning")  # tiny runs: audit findings expected
 @pytest.mark.parametrize("case", sorted(PPO_CASES))
 def test_each_ppo_member_has_the_weights_of_its_single_seed_run(
-    tmp_path: Path, case: str, float64: None
+    tmp_path: Path, case: str, float64: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PPO members keep different numbers of valid steps (autoresets differ), so their
     samples are padded and masked: after 5 updates member k still equals the run --seed k,
@@ -219,7 +224,19 @@ def test_each_ppo_member_has_the_weights_of_its_single_seed_run(
     population = PopulationLearner(
         agents.get("ppo"), _ppo_config(case), SEEDS, runs, tmp_path / "p", make_env, quiet=True
     )
+    split = ValidSamples.minibatches
+    skipped = []
+
+    def minibatches(self: ValidSamples, *args: Any, **kwargs: Any) -> list[Any]:
+        batches = split(self, *args, **kwargs)
+        skipped.extend(mb.active is not None for mb in batches)
+        return batches
+
+    monkeypatch.setattr(ValidSamples, "minibatches", minibatches)
     result = population.train()
+    monkeypatch.undo()
+    # the uneven case does make members skip steps; the others never do
+    assert any(skipped) == (case == "ppo-cartpole-uneven-minibatches")
     assert population.updates == 5
     for k, seed in enumerate(SEEDS):
         single = Learner.create(
@@ -456,7 +473,6 @@ def test_ppo_members_split_their_own_valid_steps() -> None:
     masked; members whose counts would split into different numbers of minibatches are
     refused with the numbers (not silently given a different update)."""
     from rlnorm.draws import MemberDraws
-    from rlnorm.minibatches import ValidSamples
 
     valid = torch.ones(8, 4, dtype=torch.bool)  # T=8 steps, K=2 members x N=2 sub-envs
     valid[[1, 4, 6], 3] = False  # member 1 lost 3 steps to autoresets
@@ -470,8 +486,17 @@ def test_ppo_members_split_their_own_valid_steps() -> None:
     draws = MemberDraws([torch.Generator().manual_seed(s) for s in (0, 1)])
     batches = steps.minibatches(8, draws, batch_dependent=True)
     assert [mb.mask.sum(1).tolist() for mb in batches if mb.mask is not None] == [[8, 7], [8, 6]]
+    # 16 and 13 steps in minibatches of about 5: 3 and 3; of about 4: 4 and 3
+    batches = steps.minibatches(4, draws, batch_dependent=True)
+    assert [None if mb.active is None else mb.active.tolist() for mb in batches] == [
+        None,
+        None,
+        None,
+        [True, False],
+    ]
+    assert batches[-1].mask is not None and batches[-1].mask.sum(1).tolist() == [4, 0]
     with pytest.raises(ConfigError, match=r"different numbers of minibatches \[3, 4\]"):
-        steps.minibatches(4, draws, batch_dependent=True)
+        steps.minibatches(4, draws, batch_dependent=True, may_skip=False)
 
 
 def test_blocks_of_an_eval_env_are_each_evaluated_as_alone() -> None:

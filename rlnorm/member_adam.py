@@ -1,0 +1,106 @@
+"""Adam over a population's stacked parameters, with a step count per member.
+
+One ``torch.optim.Adam`` over ``[K, ...]`` parameters is K independent Adams as long as the
+members step together: Adam is elementwise, and its only shared quantity, the step count
+behind the bias corrections, is then the same for all. A PPO population breaks that: a
+member whose rollout kept fewer valid steps may split it into fewer minibatches than the
+others, and must skip the remaining gradient steps as its own run never takes them
+(:mod:`rlnorm.minibatches`). :class:`MemberAdam` keeps each member's count (``step`` is
+``[K]`` in every parameter's state) and :func:`stepping` lets only some members step, so
+member ``k``'s weights, moments and count stay exactly those of the run ``--seed k``.
+
+The update is torch's Adam (no weight decay, AMSGrad or maximize: the agents use none),
+written with ``torch._foreach`` ops as torch's own multi-tensor path is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from rlnorm.errors import ConfigError
+
+
+class MemberAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` over member-stacked parameters (leading dimension K, the same
+    for all), each member with its own step count."""
+
+    def __init__(self, params: Any, **defaults: Any) -> None:
+        super().__init__(params, **defaults)
+        for group in self.param_groups:
+            unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if group[k]]
+            if unsupported or group["differentiable"]:
+                raise ConfigError(
+                    f"a population's Adam supports no {', '.join(unsupported) or 'differentiable'}"
+                )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            grads = [p.grad for p in params]
+            states = [self._state_of(p) for p in params]
+            exp_avgs = [s["exp_avg"] for s in states]
+            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            # per member: lr / (1 - beta1^t) and sqrt(1 - beta2^t), shaped to broadcast
+            shapes = [(p.shape[0],) + (1,) * (p.dim() - 1) for p in params]
+            step_sizes = [
+                (-group["lr"] / (1 - torch.pow(beta1, t))).view(shape).to(p.dtype)
+                for t, shape, p in zip(steps, shapes, params, strict=True)
+            ]
+            corrections = [
+                (1 - torch.pow(beta2, t)).sqrt().view(shape).to(p.dtype)
+                for t, shape, p in zip(steps, shapes, params, strict=True)
+            ]
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denoms, corrections)
+            torch._foreach_add_(denoms, group["eps"])
+            updates = torch._foreach_div(exp_avgs, denoms)
+            torch._foreach_mul_(updates, step_sizes)
+            torch._foreach_add_(params, updates)
+        return loss
+
+    def _state_of(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros(param.shape[0], dtype=torch.float64, device=param.device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
+
+
+@contextmanager
+def stepping(optimizer: torch.optim.Optimizer, active: torch.Tensor | None) -> Iterator[None]:
+    """Inside, ``optimizer.step()`` moves only the members where ``active`` (``[K]``) is
+    True: every other member's weights and optimizer state (moments, step count) are put
+    back as they were, as if it had not stepped. ``None``: every member steps."""
+    if active is None:
+        yield
+        return
+    if not isinstance(optimizer, MemberAdam):
+        raise TypeError(f"only MemberAdam keeps a step count per member, not {optimizer!r}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:  # a state created by this step would escape the restore below
+        optimizer._state_of(p)
+    tensors = params + [t for p in params for t in optimizer.state.get(p, {}).values()]
+    idle = ~active
+    saved = [(t, t[idle].clone()) for t in tensors if t.dim() and t.shape[0] == active.shape[0]]
+    yield
+    with torch.no_grad():
+        for tensor, before in saved:
+            tensor[idle] = before
