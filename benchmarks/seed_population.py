@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -39,18 +40,22 @@ RESULTS = Path(__file__).parent / "results" / "seed_population.md"
 
 def train(
     agent: str, env: str, steps: int, seeds: str | None, workdir: Path
-) -> tuple[float, list[float]]:
-    """Run one ``rlnorm train`` in ``workdir``; its wall time and members' final returns."""
+) -> tuple[float, float, list[float]]:
+    """Run one ``rlnorm train`` in ``workdir``; its wall time, its CPU time (user + system:
+    what it cost, whatever else shares the core) and the members' final returns."""
     argv = ["rlnorm", "train", "--agent", agent, "--env", env, "--quiet",
             "--threads", "1", "--steps", str(steps),
             "--set", "train.final_eval_episodes=20"]  # fmt: skip
     argv += ["--seed", "0"] if seeds is None else ["--seeds", seeds]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summaries = sorted((workdir / "runs").glob("*/*/*/seed*/summary.json"))
     returns = [json.loads(path.read_text())["final_eval"]["mean"] for path in summaries]
-    return wall, returns
+    return wall, cpu, returns
 
 
 def main() -> None:
@@ -65,20 +70,29 @@ def main() -> None:
     rows = []
     for agent in args.agents:
         with tempfile.TemporaryDirectory() as tmp:
-            single_wall, single_returns = train(agent, args.env, args.steps, None, Path(tmp))
-        print(f"{agent}: one seed alone {single_wall:.1f} s, final {single_returns[0]:.1f}")
-        rows.append(
-            (agent, "1 (alone)", single_wall, 1.0, args.steps / single_wall, single_returns)
+            single_wall, single_cpu, single_returns = train(
+                agent, args.env, args.steps, None, Path(tmp)
+            )
+        print(
+            f"{agent}: one seed alone {single_wall:.1f} s (CPU {single_cpu:.1f} s), "
+            f"final {single_returns[0]:.1f}"
         )
+        rows.append(
+            (agent, "1 (alone)", single_wall, 1.0, single_cpu, 1.0, args.steps / single_wall,
+             single_returns)
+        )  # fmt: skip
         for size in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, returns = train(agent, args.env, args.steps, f"0-{size - 1}", Path(tmp))
-            ratio = wall / single_wall
+                wall, cpu, returns = train(agent, args.env, args.steps, f"0-{size - 1}", Path(tmp))
+            ratio, cpu_ratio = wall / single_wall, cpu / single_cpu
             print(
-                f"{agent}: {size} seeds in one process {wall:.1f} s = {ratio:.2f}x one seed "
-                f"(one after another: {size * single_wall:.0f} s); finals {returns}"
+                f"{agent}: {size} seeds in one process {wall:.1f} s = {ratio:.2f}x one seed, "
+                f"CPU {cpu:.1f} s = {cpu_ratio:.2f}x (one after another: "
+                f"{size * single_wall:.0f} s); finals {returns}"
             )
-            rows.append((agent, str(size), wall, ratio, size * args.steps / wall, returns))
+            rows.append(
+                (agent, str(size), wall, ratio, cpu, cpu_ratio, size * args.steps / wall, returns)
+            )
     write(rows, args)
 
 
@@ -100,19 +114,21 @@ def write(rows: list[tuple], args: argparse.Namespace) -> None:
         *([f"- Conditions: {args.conditions}"] if args.conditions else []),
         f"- Each agent's shipped `configs/<agent>/{args.env}.yaml`, {args.steps} env steps per "
         "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
-        "evaluations and checkpoints included).",
+        "evaluations and checkpoints included); CPU s is its user + system time, which other "
+        "processes on the core do not inflate as they do the wall time.",
         "",
-        "| agent | seeds | wall s | x one seed | env steps/s (all seeds) | K runs one after "
-        "another, s | final returns (min / median / max) |",
-        "|---|---|---|---|---|---|---|",
+        "| agent | seeds | wall s | x one seed | CPU s | x one seed (CPU) | env steps/s (all "
+        "seeds) | K runs one after another, s | final returns (min / median / max) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     single = {row[0]: row[2] for row in rows if row[1] == "1 (alone)"}
-    for agent, size, wall, ratio, sps, returns in rows:
+    for agent, size, wall, ratio, cpu, cpu_ratio, sps, returns in rows:
         k = 1 if size == "1 (alone)" else int(size)
         finals = sorted(returns)
         spread = f"{finals[0]:.1f} / {finals[len(finals) // 2]:.1f} / {finals[-1]:.1f}"
         lines.append(
-            f"| {agent} | {size} | {wall:.1f} | {ratio:.2f} | {sps:.0f} | "
+            f"| {agent} | {size} | {wall:.1f} | {ratio:.2f} | {cpu:.1f} | {cpu_ratio:.2f} | "
+            f"{sps:.0f} | "
             f"{k * single[agent]:.0f} | {spread} |"
         )
     args.output.write_text("\n".join(lines) + "\n")
