@@ -67,7 +67,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.index == b.index or a.type == "cpu"
 
 
-def _next_multiple(due: int | None, every: int, now: int) -> int | None:
+def next_due(due: int | None, every: int, now: int) -> int | None:
     """The first of ``due, due + every, ...`` after ``now`` (``None``: never due)."""
     if due is None:
         return None
@@ -403,9 +403,9 @@ class Learner:
                 save = self.next_checkpoint is not None and self.env_steps >= self.next_checkpoint
                 if evaluate:
                     self._evaluate(cfg.eval_episodes)
-                    self.next_eval = _next_multiple(self.next_eval, cfg.eval_every, self.env_steps)
+                    self.next_eval = next_due(self.next_eval, cfg.eval_every, self.env_steps)
                 if save:
-                    self.next_checkpoint = _next_multiple(
+                    self.next_checkpoint = next_due(
                         self.next_checkpoint, cfg.checkpoint_every, self.env_steps
                     )
                 if evaluate or save:

@@ -391,12 +391,13 @@ def unstack(stacked: nn.Module, k: int, into: nn.Module) -> None:
 
 
 @torch.no_grad()
-def load_member(stacked: nn.Module, k: int, source: nn.Module) -> None:
+def load_member(stacked: nn.Module, k: int, source: nn.Module, shared_too: bool = True) -> None:
     """Write ``source``'s parameters and buffers into member ``k`` of ``stacked``: the
     inverse of :func:`unstack`. Shared buffers (``num_batches_tracked``, step counters)
-    belong to the whole population and take ``source``'s value."""
+    belong to the whole population and take ``source``'s value, unless ``shared_too`` is
+    False (one member put back while the others go on)."""
     for _, t, shared, single in _pairs(stacked, k, source, "the source module"):
-        if single is not None:
+        if single is not None and (shared_too or not shared):
             target = t if shared else t[k]
             target.copy_(single.reshape(target.shape))
 

@@ -22,13 +22,10 @@ runs. Each member gets an ordinary run directory (``config.yaml`` with its seed,
 ``best``, ``step-<n>``, TensorBoard evaluation curves) that ``rlnorm eval``, ``audit``,
 ``plot``, ``train --resume`` (the member continues alone) and :func:`rlnorm.load` read like
 any run's; :meth:`PopulationLearner.restore` continues them all together from those
-checkpoints. Supported: PPO and the off-policy agents (SAC, TD3 and its DDPG setting,
-CrossQ), every norm, observation and reward normalization (per-member statistics), native
-and gymnasium envs. PPO members keep different numbers of valid steps (autoresets differ),
-so their samples are padded and masked (:mod:`rlnorm.minibatches`); members whose counts
-split into different numbers of minibatches stop the population with a clear error. Not
-yet: isolating one member's NaN (a non-finite member stops the population, naming its
-seed). Measured speed: ``benchmarks/results/seed_population.md``.
+checkpoints. Supported: PPO (ragged valid steps padded and masked, :mod:`rlnorm.minibatches`),
+SAC, TD3 and its DDPG setting, CrossQ, every norm, observation and reward normalization,
+native and gymnasium envs. A member whose weights stop being finite stops alone
+(:mod:`rlnorm.quarantine`). Speed: ``benchmarks/results/seed_population.md``.
 """
 
 from __future__ import annotations
@@ -45,15 +42,17 @@ from typing import Any
 
 import torch
 
-from rlnorm import checkpoint, resume, rundir
+from rlnorm import checkpoint, members, resume, rundir
 from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
 from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
 from rlnorm.errors import ConfigError, NonFiniteError
+from rlnorm.learner import next_due
 from rlnorm.monitor import Monitor
 from rlnorm.normalize import ObservationNormalizer, RewardScaler
+from rlnorm.quarantine import Quarantine
 from rlnorm.replay import MemberReplay, ReplayBuffer
 from rlnorm.rollout import EvalResult, Rollout, RolloutManager, evaluate
 from rlnorm.safety import training
@@ -63,6 +62,7 @@ from rlnorm.stacking import (
     member_rollout_state,
     merge_rollout_states,
     population_supported,
+    saved_group,
     stack_agents,
     stack_optimizer_states,
     unstack_agent,
@@ -153,7 +153,6 @@ class PopulationLearner:
         self.restored = False
         self.env_steps = self.updates = 0
         self.best_means = [-math.inf] * len(seeds)
-        self._params: list[torch.Tensor] | None = None
         train_cfg = config.train
         self.next_eval = train_cfg.eval_every or None
         self.next_save = train_cfg.checkpoint_every or None
@@ -163,6 +162,7 @@ class PopulationLearner:
         for module in self.population.modules().values():
             module.eval()
         train, members = self.configs[0].train, len(self.configs)
+        self.quarantine = Quarantine(self.population.modules(), members)
         scaler = (
             RewardScaler(self.env.num_envs, train.reward_gamma, members=members).to(self.env.device)
             if train.normalize_reward
@@ -203,16 +203,16 @@ class PopulationLearner:
         for k, (env, state) in enumerate(zip(self.env.envs, states, strict=True)):
             if not isinstance(env, ResumableEnv):
                 raise ConfigError(f"{env!r} cannot restore its state: resume members one by one")
-            env.load_state_dict(_part(state, "env"))
+            env.load_state_dict(saved_group(state, "env"))
             if replay is not None:
-                replay.load_member(k, _part(state, "replay"))
-        parts = [_part(state, "rollout") for state in states]
+                replay.load_member(k, saved_group(state, "replay"))
+        parts = [saved_group(state, "rollout") for state in states]
         self.rollouts.load_state_dict(merge_rollout_states(parts))
         (self.env_steps, self.updates), learner = counters.pop(), metas[0].learner
         assert learner is not None
         self.best_means = [m.learner.best_mean for m in metas if m.learner is not None]
         self.next_eval, self.next_save = learner.next_eval, learner.next_checkpoint
-        self._params, self.restored = None, True
+        self.restored = True
 
     # -- per member ------------------------------------------------------------------------
     def member_replay(self, k: int) -> ReplayBuffer:
@@ -280,9 +280,12 @@ class PopulationLearner:
         together = evaluate(self.population, self.eval_env, episodes, blocks=members)
         results = []
         for k, (agent, cfg) in enumerate(zip(self.agents, self.configs, strict=True)):
-            unstack_agent(self.population, k, agent)
             part = slice(k * episodes, (k + 1) * episodes)
             result = EvalResult(together.returns[part], together.lengths[part])
+            results.append(result)
+            if k in self.quarantine.stopped:  # its run directory stays as it stopped
+                continue
+            unstack_agent(self.population, k, agent)
             record = {
                 "step": self.env_steps,
                 "mean": result.mean,
@@ -298,30 +301,32 @@ class PopulationLearner:
             if result.mean > self.best_means[k]:
                 self.best_means[k] = result.mean
                 self._save(k, "best", eval=record)
-            results.append(result)
         return results
 
-    def _check_finite(self, metrics: dict[str, float]) -> None:
-        """Stop when a loss or a member's weights are not finite, naming the members. The
-        weights are checked in one pass (the largest ``|value|`` of every tensor, finite
-        exactly when all its values are) and split by member only when that fails."""
-        bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
-        if self._params is None:
-            self._params = [
-                p for m in self.population.modules().values() for p in m.parameters() if p.numel()
-            ]
-        with torch.no_grad():
-            if not bad and bool(
-                torch.stack(torch._foreach_norm(self._params, math.inf)).isfinite().all()
-            ):
-                return
-            finite = torch.stack([p.flatten(1).isfinite().all(1) for p in self._params]).all(0)
-        seeds = [c.seed for c, ok in zip(self.configs, finite.tolist(), strict=True) if not ok]
-        raise NonFiniteError(
-            f"non-finite {', '.join(bad) or 'weights'} after update {self.updates + 1} "
-            f"(env step {self.env_steps} per member); members with non-finite weights: "
-            f"seeds {seeds or 'none'}; each member's last good checkpoint is in its run directory"
-        )
+    def _check_finite(self) -> None:
+        """Stop each member whose weights are no longer finite, as its own run would stop
+        (:mod:`rlnorm.quarantine`): it goes back to its last good state (that of its last
+        evaluation or checkpoint, which stays in its run directory) and never moves again,
+        while the others train on. Raise when no member is left."""
+        bad = self.quarantine.nonfinite()
+        if not bad:
+            return
+        where = f"after update {self.updates + 1} (env step {self.env_steps} per member)"
+        if len(self.quarantine.stopped) + len(bad) == len(self.configs):
+            raise NonFiniteError(
+                f"non-finite weights {where} in every member left; each member's last good "
+                "checkpoint is in its run directory"
+            )
+        stacked = self.population.modules()
+        for k in bad:
+            self.quarantine.stopped[k] = f"non-finite weights {where}"
+            for name, module in self.agents[k].modules().items():
+                members.load_member(stacked[name], k, module, shared_too=False)
+            message = (
+                f"seed {self.configs[k].seed}: non-finite weights {where}: this member stops; "
+                f"its last good checkpoint stays in {self.run_dirs[k]}; the others go on"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     # -- the loop --------------------------------------------------------------------------
     def _update(self, diagnostics: NormDiagnostics, rollout: Rollout) -> dict[str, float]:
@@ -331,9 +336,11 @@ class PopulationLearner:
         pop, cfg = self.population, self.configs[0].train
         replay: MemberReplay | None = getattr(pop, "replay", None)
         progress = min(1.0, self.env_steps / cfg.total_steps)
-        with training(*pop.modules().values()), diagnostics.watch(self.updates):
-            metrics = pop.update(rollout if replay is None else replay, progress=progress)
-        self._check_finite(metrics)
+        batch = rollout if replay is None else replay
+        modules = pop.modules().values()
+        with self.quarantine.holding(), training(*modules), diagnostics.watch(self.updates):
+            metrics = pop.update(batch, progress=progress)
+        self._check_finite()
         if diagnostics.due(self.updates):
             # (K, B, ...): a replay sample, or the rollout's rows member by member
             members = len(self.configs)
@@ -397,18 +404,20 @@ class PopulationLearner:
                 save = self.next_save is not None and self.env_steps >= self.next_save
                 if evaluate:  # (unstacks every member)
                     self._evaluate(cfg.eval_episodes, member_monitors)
-                    self.next_eval = _after(self.next_eval, cfg.eval_every, self.env_steps)
+                    self.next_eval = next_due(self.next_eval, cfg.eval_every, self.env_steps)
                 if save:
-                    self.next_save = _after(self.next_save, cfg.checkpoint_every, self.env_steps)
+                    self.next_save = next_due(self.next_save, cfg.checkpoint_every, self.env_steps)
                 if evaluate or save:  # as a run: last is written at every evaluation too
                     for k, agent in enumerate(self.agents):
-                        unstack_agent(pop, k, agent)
-                        self._checkpoint(k)
+                        if k not in self.quarantine.stopped:
+                            unstack_agent(pop, k, agent)
+                            self._checkpoint(k)
             finals = self._evaluate(cfg.final_eval_episodes, member_monitors)
             wall = time.perf_counter() - start
             results = []
             for k, (final, run_dir) in enumerate(zip(finals, self.run_dirs, strict=True)):
-                last = self._checkpoint(k)
+                stopped = self.quarantine.stopped.get(k)
+                last = run_dir / "checkpoints" / "last" if stopped else self._checkpoint(k)
                 summary = {
                     "env_steps": self.env_steps,
                     "updates": self.updates,
@@ -420,6 +429,8 @@ class PopulationLearner:
                     },
                     "best_eval_mean": self.best_means[k],
                     "population": self._record(),
+                    # the final evaluation is then of the member's last good weights
+                    **({"stopped": stopped} if stopped else {}),
                 }
                 (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
                 best = run_dir / "checkpoints" / "best"
@@ -434,15 +445,3 @@ class PopulationLearner:
                 member_monitor.close()
             torch.use_deterministic_algorithms(deterministic)
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)
-
-
-def _part(state: dict[str, torch.Tensor], group: str) -> dict[str, torch.Tensor]:
-    """The ``group.name`` entries of a saved training state, by ``name``."""
-    return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(group + ".")}
-
-
-def _after(due: int | None, every: int, now: int) -> int | None:
-    """The first of ``due, due + every, ...`` after ``now`` (``None``: never due)."""
-    while due is not None and due <= now:
-        due += every
-    return due

@@ -265,3 +265,9 @@ def merge_rollout_states(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, 
             value = torch.stack(values)
         merged[name] = value
     return merged
+
+
+def saved_group(state: dict[str, torch.Tensor], group: str) -> dict[str, torch.Tensor]:
+    """The ``group.name`` entries of a saved training state (``env``, ``rollout``,
+    ``replay``), by ``name``."""
+    return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(group + ".")}

@@ -8,6 +8,7 @@ included) crosses members.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -366,17 +367,48 @@ def test_unsupported_populations_are_refused(tmp_path: Path) -> None:
     assert cli.main(["train", "--agent", "sac", "--seeds", "0-1", "--seed", "3"]) == 2
 
 
-def test_a_non_finite_member_stops_the_population_naming_its_seed(tmp_path: Path) -> None:
+def test_a_non_finite_member_stops_alone_and_the_others_stay_their_runs(
+    tmp_path: Path, float64: None
+) -> None:
+    """Member 1's weights turn NaN after update 3: it stops (a warning names its seed, its
+    summary says why, its weights go back to its last good state and stay there), and
+    members 0 and 2 go on to end exactly where their seeds trained alone end."""
     from rlnorm.errors import NonFiniteError
 
     agent, norm, extra = CASES["sac-batch"]
     population = _population(tmp_path, agent, norm, extra)
-    population._check_finite({})  # all finite: nothing raised
-    weight = next(population.population.modules()["actor"].parameters())
+    update = population.population.update
+
+    def poisoned(*args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics = update(*args, **kwargs)
+        if population.updates == 3:
+            with torch.no_grad():
+                next(population.population.modules()["actor"].parameters())[1].fill_(torch.nan)
+        return metrics
+
+    population.population.update = poisoned  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning, match=r"seed 1: non-finite weights after update 4"):
+        result = population.train()
+    summary = json.loads((tmp_path / "seed1" / "summary.json").read_text())
+    assert summary["stopped"].startswith("non-finite weights after update 4")
+    assert "stopped" not in json.loads((tmp_path / "seed0" / "summary.json").read_text())
+    initial = _population(tmp_path / "fresh", agent, norm, extra).agents[1]  # seed 1 unstarted
+    _assert_same_state(population.agents[1], initial, "stopped member")
+    assert [m.seed for m in result.members] == SEEDS
+    for k, seed in [(0, 0), (2, 5)]:
+        single = Learner.create(
+            agents.get(agent), _make_env(2), _make_env(2), _config(agent, norm, extra, seed),
+            tmp_path / f"single{seed}", True,
+        )  # fmt: skip
+        single.train()
+        _assert_same_state(population.agents[k], single.agent, f"seed {seed}")
+    # no member left: the population stops
+    population.quarantine.stopped = {0: "test", 2: "test"}
+    population.agents[1].modules()["actor"].get_parameter("body.0.weight").data.fill_(torch.nan)
     with torch.no_grad():
-        weight[1].view(-1)[0] = float("nan")  # member 1 is seed 1
-    with pytest.raises(NonFiniteError, match=r"seeds \[1\]"):
-        population._check_finite({})
+        next(population.population.modules()["actor"].parameters())[1].fill_(torch.nan)
+    with pytest.raises(NonFiniteError, match="in every member left"):
+        population._check_finite()
 
 
 def test_a_member_resumes_alone_as_its_own_run(
