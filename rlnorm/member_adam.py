@@ -57,16 +57,22 @@ class MemberAdam(torch.optim.Adam):
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            # per member: lr / (1 - beta1^t) and sqrt(1 - beta2^t), shaped to broadcast
-            shapes = [(p.shape[0],) + (1,) * (p.dim() - 1) for p in params]
-            step_sizes = [
-                (-group["lr"] / (1 - torch.pow(beta1, t))).view(shape).to(p.dtype)
-                for t, shape, p in zip(steps, shapes, params, strict=True)
-            ]
-            corrections = [
-                (1 - torch.pow(beta2, t)).sqrt().view(shape).to(p.dtype)
-                for t, shape, p in zip(steps, shapes, params, strict=True)
-            ]
+            # Per member: -lr / (1 - beta1^t) and sqrt(1 - beta2^t), shaped to broadcast. A
+            # group's parameters step together (stepping() puts back an idle member's whole
+            # state), so their counts are one: computed once, viewed per parameter rank.
+            step = steps[0]
+            step_size = -group["lr"] / (1 - torch.pow(beta1, step))
+            correction = (1 - torch.pow(beta2, step)).sqrt()
+            views: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+            for p in params:
+                if (p.dim(), p.dtype) not in views:
+                    shape = (p.shape[0],) + (1,) * (p.dim() - 1)
+                    views[p.dim(), p.dtype] = (
+                        step_size.view(shape).to(p.dtype),
+                        correction.view(shape).to(p.dtype),
+                    )
+            step_sizes = [views[p.dim(), p.dtype][0] for p in params]
+            corrections = [views[p.dim(), p.dtype][1] for p in params]
             denoms = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_div_(denoms, corrections)
             torch._foreach_add_(denoms, group["eps"])
