@@ -642,3 +642,37 @@ def test_a_mask_with_fewer_than_two_real_rows_is_refused() -> None:
     mismatched = pytest.raises(ValueError, match="does not match")
     with mismatched, training(stacked), sample_mask(mask[:, :3]):
         stacked(x)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_member_adam_is_k_adams_and_an_idle_member_stays_put(norm: str) -> None:
+    """MemberAdam over the stack equals K torch Adams (to 1e-10 after 5 steps), and a
+    member left out of a step by ``stepping`` keeps its weights, moments and step count, as
+    if the step had never been offered to it (member 1 skips steps 2 and 4)."""
+    from rlnorm.member_adam import MemberAdam, stepping
+
+    singles = build(lambda: _policy(False)(norm))
+    stacked = members.stack(singles)
+    stacked_opt = MemberAdam(stacked.parameters(), lr=1e-2, eps=1e-5, betas=(0.5, 0.999))
+    opts = [
+        torch.optim.Adam(m.parameters(), lr=1e-2, eps=1e-5, betas=(0.5, 0.999)) for m in singles
+    ]
+    gen = torch.Generator().manual_seed(3)
+    for step in range(5):
+        x = member_inputs(gen)
+        active = torch.tensor([True, step not in (2, 4), True])
+        with training(stacked, *singles):
+            stacked_opt.zero_grad()
+            stacked_loss(_policy_call(stacked, x)).backward()
+            with stepping(stacked_opt, active):
+                stacked_opt.step()
+            for k, (m, opt) in enumerate(zip(singles, opts, strict=True)):
+                opt.zero_grad()
+                single_loss(_policy_call(m, x[k])).backward()
+                if active[k]:
+                    opt.step()
+    assert_members_match(stacked, singles, grads=False)
+    counts = {float(s["step"][1]) for s in stacked_opt.state.values()}
+    assert counts == {3.0}
+    with pytest.raises(TypeError, match="MemberAdam"), stepping(opts[0], active):
+        pass
