@@ -114,8 +114,9 @@ def write(rows: list[tuple], args: argparse.Namespace) -> None:
         *([f"- Conditions: {args.conditions}"] if args.conditions else []),
         f"- Each agent's shipped `configs/<agent>/{args.env}.yaml`, {args.steps} env steps per "
         "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
-        "evaluations and checkpoints included); CPU s is its user + system time, which other "
-        "processes on the core do not inflate as they do the wall time.",
+        "evaluations and checkpoints included); CPU s is its user + system time, less "
+        "inflated than wall time by other processes on the machine (not immune: they share "
+        "caches and memory bandwidth).",
         "",
         "| agent | seeds | wall s | x one seed | CPU s | x one seed (CPU) | env steps/s (all "
         "seeds) | K runs one after another, s | final returns (min / median / max) |",
