@@ -136,6 +136,8 @@ class PopulationLearner:
             if train.normalize_obs:  # as the learner gives a run one
                 shape = space_shape(env.single_observation_space)
                 agent.obs_normalizer = ObservationNormalizer(shape).to(env.device)
+            for module in agent.modules().values():  # as a run's agent, between updates
+                module.eval()
             self.agents.append(agent)
             # the run's global generator on the env's device, as it stands after building
             generator = torch.Generator(device=env.device)

@@ -246,6 +246,9 @@ def test_each_ppo_member_has_the_weights_of_its_single_seed_run(
         alone = single.train()
         assert single.updates == population.updates
         _assert_same_state(population.agents[k], single.agent, f"{case} seed {seed}")
+        # like a run's agent, a member's is left in eval mode (nothing for audit to flag)
+        modules = population.agents[k].modules().values()
+        assert not any(m.training for module in modules for m in module.modules())
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
 
