@@ -1,10 +1,19 @@
 """Test-wide settings."""
 
-import torch
+import pytest
 
-# The networks under test are tiny: one intra-op thread is fastest, and it keeps timings
-# stable when the suite shares the machine's two cores with other work.
-torch.set_num_threads(1)
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op torch thread where tests run: the networks under test are tiny, so it
+    is fastest, and it keeps timings stable when the suite shares the machine's two cores
+    with other work. The xdist controller runs no test, and importing torch there would
+    delay the workers' start by seconds."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
+    torch.set_num_threads(1)
+
 
 #: The modules whose tests take the longest (a trained agent, a Ray cluster, mypy over the
 #: package), slowest first. They are handed out to the workers first, so that the suite

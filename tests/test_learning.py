@@ -2,10 +2,13 @@
 with cosine normalization (whose paper form did not learn CartPole: see CosineLinear);
 and the shipped Acrobot config must reach its target.
 
-The full default budget (150k steps) reaches a 100-episode mean of 500 (README); here a
-third of it (a sixth without BatchNorm, which learns CartPole faster) must already clear 195,
-gymnasium's old 'solved' bar for CartPole, in a deterministic eval-mode evaluation. Measured
-on seed 0 at 25k steps: layer 500, none 500, cosine 311, batch 184 (at 50k it passes).
+The full default budget (150k steps) reaches a 100-episode mean of 500 (README); here at most
+a fifth of it must already clear 195, gymnasium's old 'solved' bar for CartPole, in a
+deterministic eval-mode evaluation. Final 20-episode means on seeds 0-4 at each budget,
+lowest first: batch 30k 305, 500, 500, 500, 500 (seed 0: 184 at 25k); cosine 20k 265, 291,
+454, 466, 498 (at 15k: 165 and 203); layer 10k 458, 459, 500, 500, 500 (at 7.5k: 167).
+Without normalization the budget is 25k, where seeds 2 and 3 reach only 139 and 187 (seed 0:
+500): this one passes on its seed, not with a margin over seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from rlnorm.cli import main
 
 
 @pytest.mark.parametrize(
-    ("norm", "steps"), [("batch", 50_000), ("layer", 25_000), ("none", 25_000), ("cosine", 25_000)]
+    ("norm", "steps"), [("batch", 30_000), ("layer", 10_000), ("none", 25_000), ("cosine", 20_000)]
 )
 def test_ppo_learns_cartpole_on_a_small_budget(norm: str, steps: int, tmp_path: Path) -> None:
     status = main(

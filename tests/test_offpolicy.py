@@ -12,6 +12,7 @@ import contextlib
 import copy
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,26 @@ def renorm_warmup_findings(agent: str, norm: str) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+@pytest.fixture(scope="module")
+def short_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str, str], tuple[Path, list[str]]]:
+    """A 300-step CLI run of ``agent`` with ``norm``: its run directory and the messages of
+    the warnings it raised. Each run trains once per module (two tests read SAC's Batch
+    Renorm run); the run directories are only read."""
+    runs: dict[tuple[str, str], tuple[Path, list[str]]] = {}
+
+    def run(agent: str, norm: str) -> tuple[Path, list[str]]:
+        if (agent, norm) not in runs:
+            run_dir = tmp_path_factory.mktemp(f"{agent}-{norm}")
+            with renorm_warmup_findings(agent, norm) as caught:
+                train(run_dir, agent, norm, 300)
+            runs[agent, norm] = (run_dir, [str(w.message) for w in caught or []])
+        return runs[agent, norm]
+
+    return run
+
+
 @pytest.mark.parametrize(
     ("agent", "norm"),
     [
@@ -107,23 +128,24 @@ def renorm_warmup_findings(agent: str, norm: str) -> contextlib.AbstractContextM
         ("crossq", "cosine"),
     ],
 )
-def test_short_run_checkpoints_and_eval_reproduces(agent: str, norm: str, tmp_path: Path) -> None:
-    with renorm_warmup_findings(agent, norm):
-        train(tmp_path, agent, norm, 300)
-    recorded = json.loads((tmp_path / "eval.jsonl").read_text().splitlines()[-1])
-    rc, out, err = run_main(["eval", str(tmp_path / "checkpoints" / "last"), "--json"])
+def test_short_run_checkpoints_and_eval_reproduces(
+    agent: str, norm: str, short_run: Callable[[str, str], tuple[Path, list[str]]]
+) -> None:
+    run_dir, _ = short_run(agent, norm)
+    recorded = json.loads((run_dir / "eval.jsonl").read_text().splitlines()[-1])
+    rc, out, err = run_main(["eval", str(run_dir / "checkpoints" / "last"), "--json"])
     assert rc == 0, err
     assert json.loads(out)["mean_return"] == recorded["mean"]
 
     # The checkpoint holds every module (targets, temperature, step counter included) and
     # loads back bit-exact, in eval mode.
-    loaded = rlnorm.load(tmp_path / "checkpoints" / "last")
-    saved = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "weights.safetensors")
+    loaded = rlnorm.load(run_dir / "checkpoints" / "last")
+    saved = safetensors.torch.load_file(run_dir / "checkpoints" / "last" / "weights.safetensors")
     for name, module in loaded.modules().items():
         assert not any(m.training for m in module.modules()), name
         for key, value in module.state_dict().items():
             assert torch.equal(value, saved[f"{name}.{key}"]), f"{name}.{key}"
-    counters = checkpoint.read_meta(tmp_path / "checkpoints" / "last").counters
+    counters = checkpoint.read_meta(run_dir / "checkpoints" / "last").counters
     # 4 sub-envs: the first update comes at 100 env steps, then one per 4 steps.
     assert counters == {"env_steps": 300, "updates": 51}
     assert int(loaded.counter.steps) == 51 * 4  # update-to-data ratio 1
@@ -184,19 +206,18 @@ def test_interrupted_sac_resumes_to_the_same_weights(
 
 
 def test_audit_projects_batch_renorm_passes_from_updates_and_skips_targets(
-    tmp_path: Path,
+    short_run: Callable[[str, str], tuple[Path, list[str]]],
 ) -> None:
     # Updates start only after learning_starts and each makes several gradient steps: the
     # audit after the first update must project the run's train-mode passes from the
     # planned updates, not from env steps, and report the online critic, not its target.
-    with pytest.warns(RuntimeWarning, match="warm-up") as caught:
-        train(tmp_path, "sac", "batch_renorm", 300)
-    findings = [str(w.message) for w in caught if "Batch Renorm" in str(w.message)]
+    run_dir, warned = short_run("sac", "batch_renorm")  # raised the warm-up warning
+    findings = [message for message in warned if "Batch Renorm" in message]
     assert findings and not any(m.startswith("audit: critic_target") for m in findings)
     projected = {
         int(m.split("run makes about ")[1].split(";")[0].replace(",", "")) for m in findings
     }
-    weights = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "weights.safetensors")
+    weights = safetensors.torch.load_file(run_dir / "checkpoints" / "last" / "weights.safetensors")
     counts = {int(v) for k, v in weights.items() if k.startswith("critic.") and "tracked" in k}
     assert len(counts) == 1
     passes = counts.pop()

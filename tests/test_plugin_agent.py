@@ -10,6 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from rlnorm import agents
+from rlnorm.cli import main
+
 AGENT_MODULE = '''
 """A one-layer softmax policy trained by REINFORCE: the smallest complete rlnorm agent."""
 
@@ -63,7 +68,7 @@ class TinyAgent(Agent):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss/policy": float(loss)}
+        return {"loss/policy": float(loss.detach())}
 '''
 
 PYPROJECT = """
@@ -83,7 +88,9 @@ py-modules = ["tiny_agent"]
 """
 
 
-def test_an_installed_entry_point_agent_trains_through_the_cli(tmp_path: Path) -> None:
+def test_an_installed_entry_point_agent_trains_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "tiny_agent.py").write_text(textwrap.dedent(AGENT_MODULE))
@@ -101,18 +108,23 @@ def test_an_installed_entry_point_agent_trains_through_the_cli(tmp_path: Path) -
     )
     assert "tiny-reinforce" in listing.stdout
 
+    # Trained in this process, with the package on sys.path as PYTHONPATH puts it (the
+    # listing above and the evaluation below are the fresh processes), into a copy of the
+    # registry holding the built-in agents (they register once, on import): no later test
+    # meets the plug-in.
+    agents._load_builtin()
+    monkeypatch.setattr(agents, "_REGISTRY", dict(agents._REGISTRY))
+    monkeypatch.setattr(agents, "_entry_points_loaded", False)
+    monkeypatch.syspath_prepend(str(site))
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "rlnorm.cli", "train", "--agent", "tiny-reinforce", "--norm",
-         "none", "--steps", "1024", "--quiet", "--run-dir", str(run_dir), "--set",
-         "train.eval_every=0", "--set", "train.final_eval_episodes=4", "--set",
-         "agent.lr=0.05"],
-        env=env,
-        capture_output=True,
-        text=True,
+    status = main(
+        ["train", "--agent", "tiny-reinforce", "--norm", "none", "--steps", "1024", "--quiet",
+         "--run-dir", str(run_dir), "--set", "train.eval_every=0", "--set",
+         "train.final_eval_episodes=4", "--set", "agent.lr=0.05"]
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "trained tiny-reinforce" in result.stdout
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert "trained tiny-reinforce" in printed.out
     meta = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())
     assert meta["agent"] == "tiny-reinforce"
     assert meta["agent_config"] == {"rollout_steps": 16, "lr": 0.05}
