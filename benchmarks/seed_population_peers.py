@@ -24,16 +24,19 @@ envs, one episode each). For each run the table gives the wall time of the whole
 and compiling the jitted training and evaluation; sbx, which compiles inside ``learn()`` for
 each model: its first rollout and update's excess over the median one), the train time
 (from the start of training to the end of the final evaluation, in-process, compilation
-excluded: rlnorm's ``summary.json`` ``wall_time_s``, ``learn()`` plus evaluation for SB3 and
-sbx, the compiled training and evaluation calls for JAX), the aggregate env steps/s over all
-seeds by both, its ratio to rlnorm's single seed (``--norm none``) and the seeds' final
-returns. It prints the table and writes it to ``benchmarks/results/seed_population_peers.md``.
-Needs the ``peers`` extra (``pip install -e ".[peers]"`` and ``pip install --no-deps
-gymnax``); a contender whose packages are missing is reported as not run. Pin it to one
-core::
+excluded: rlnorm's learner's ``train()``, ``learn()`` plus evaluation for SB3 and
+sbx, the compiled training and evaluation calls for JAX), the process's CPU time over that
+span (on a shared core, CPU time is what other processes inflate least), the aggregate env
+steps/s over all seeds by train time and by train CPU time, the latter's ratio to rlnorm's
+single seed (``--norm none``) and the seeds' final returns. rlnorm runs as its CLI's
+``main`` inside a worker process, which times its learner's ``train()``. It prints
+the table and writes it to ``benchmarks/results/seed_population_peers.md``. Needs the
+``peers`` extra (``pip install -e ".[peers]"`` and ``pip install --no-deps gymnax``); a
+contender whose packages are missing is reported as not run. Pin it to one core::
 
     taskset -c 1 python benchmarks/seed_population_peers.py [--steps 150000] [--sizes 8 32]
-        [--batch-sizes 8] [--contenders rlnorm sb3 sbx jax] [--conditions TEXT] [--output FILE]
+        [--batch-sizes 8] [--norms none batch] [--contenders rlnorm sb3 sbx jax]
+        [--conditions TEXT] [--output FILE]
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class Row:
     seeds: int
     wall_s: float = math.nan
     train_s: float = math.nan
+    train_cpu_s: float = math.nan
     compile_s: float | None = None
     env_steps: int = 0  # per seed
     returns: list[float] = field(default_factory=list)
@@ -110,8 +114,8 @@ class Row:
         return self.seeds * self.env_steps / self.train_s
 
     @property
-    def sps_wall(self) -> float:
-        return self.seeds * self.env_steps / self.wall_s
+    def sps_cpu(self) -> float:
+        return self.seeds * self.env_steps / self.train_cpu_s
 
 
 # ---------------------------------------------------------------- workers (run in subprocesses)
@@ -169,24 +173,27 @@ def worker_sb3(library: str, steps: int, seed: int) -> dict[str, Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            self.starts: list[float] = []
+            self.starts: list[tuple[float, float]] = []  # (wall, CPU)
 
         def _on_rollout_start(self) -> None:
-            self.starts.append(time.perf_counter())
+            self.starts.append((time.perf_counter(), time.process_time()))
 
         def _on_step(self) -> bool:
             return True
 
     model, iterations = make(seed), Iterations()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(steps, callback=iterations if library == "sbx" else None)
     learn_s = time.perf_counter() - start
-    compile_s = None
+    compile_s, compile_cpu_s = None, 0.0
     if library == "sbx":
-        # compilation: the first iteration's excess over the median iteration
-        times = sorted(b - a for a, b in itertools.pairwise(iterations.starts))
-        first = iterations.starts[1] - start
-        compile_s = first - times[len(times) // 2]
+        # compilation: the first iteration's excess over the median iteration (each clock)
+        excess = []
+        for clock, origin in enumerate((start, start_cpu)):
+            marks = [mark[clock] for mark in iterations.starts]
+            times = sorted(b - a for a, b in itertools.pairwise(marks))
+            excess.append(marks[1] - origin - times[len(times) // 2])
+        compile_s, compile_cpu_s = excess
     eval_env = make_vec_env(ENV_ID, n_envs=EVAL_EPISODES, seed=seed + 10_000)
     returns = evaluate_policy(
         model,
@@ -196,8 +203,10 @@ def worker_sb3(library: str, steps: int, seed: int) -> dict[str, Any]:
         return_episode_rewards=True,
     )[0]
     train_s = time.perf_counter() - start - (compile_s or 0.0)
+    train_cpu_s = time.process_time() - start_cpu - compile_cpu_s
     return {
         "train_s": train_s,
+        "train_cpu_s": train_cpu_s,
         "learn_s": learn_s,
         "compile_s": compile_s,
         "env_steps": model.num_timesteps,
@@ -371,13 +380,14 @@ def worker_jax(steps: int, seeds: int, vmapped: bool) -> dict[str, Any]:
     params_shape = jax.eval_shape(train_fn, keys)
     eval_c = eval_fn.lower(params_shape, eval_keys).compile()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     params = jax.block_until_ready(train_c(keys))
     learn_s = time.perf_counter() - start
     returns = jax.block_until_ready(eval_c(params, eval_keys))
     train_s = time.perf_counter() - start
     return {
         "train_s": train_s,
+        "train_cpu_s": time.process_time() - start_cpu,
         "learn_s": learn_s,
         "compile_s": compile_s,
         "env_steps": n_updates * batch,
@@ -386,16 +396,51 @@ def worker_jax(steps: int, seeds: int, vmapped: bool) -> dict[str, Any]:
     }
 
 
+def worker_rlnorm(argv: list[str]) -> dict[str, Any]:
+    """``rlnorm train`` in this process (``rlnorm.cli.main``, what the ``rlnorm`` command
+    runs), timing its learner's ``train()`` (training, final evaluation, checkpoint) on the
+    wall and CPU clocks; its run directories say the rest."""
+    import contextlib
+    import io
+
+    from rlnorm.cli import main as rlnorm_main
+    from rlnorm.learner import Learner
+    from rlnorm.population import PopulationLearner
+
+    spans: list[tuple[float, float]] = []
+
+    def timed(train: Any) -> Any:
+        def wrapper(self: Any) -> Any:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            try:
+                return train(self)
+            finally:
+                spans.append((time.perf_counter() - start, time.process_time() - start_cpu))
+
+        return wrapper
+
+    # the span the peers' train times cover: no CLI start-up, config or env building
+    for cls in (Learner, PopulationLearner):
+        cls.train = timed(cls.train)  # type: ignore[method-assign]
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = rlnorm_main(argv)
+    if code != 0 or len(spans) != 1:
+        raise RuntimeError(f"rlnorm {shlex.join(argv)} exited {code} after {len(spans)} runs")
+    return {"train_s": spans[0][0], "train_cpu_s": spans[0][1]}
+
+
 # ---------------------------------------------------------------- driver
 
 
-def run_worker(kind: str, steps: int, seeds: int) -> tuple[float, dict[str, Any]]:
+def run_worker(
+    kind: str, steps: int, seeds: int, extra: tuple[str, ...] = (), cwd: str | None = None
+) -> tuple[float, dict[str, Any]]:
     """This script as a subprocess in worker mode; its wall time and its JSON result."""
-    argv = [sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
-    argv += ["--seeds", str(seeds)]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", kind]
+    argv += ["--steps", str(steps), "--seeds", str(seeds), *extra]
     start = time.perf_counter()
     out = subprocess.run(
-        argv, env={**os.environ, **ONE_THREAD}, check=True, capture_output=True, text=True
+        argv, cwd=cwd, env={**os.environ, **ONE_THREAD}, check=True, capture_output=True, text=True
     )
     wall = time.perf_counter() - start
     return wall, json.loads(out.stdout.strip().splitlines()[-1])
@@ -403,17 +448,15 @@ def run_worker(kind: str, steps: int, seeds: int) -> tuple[float, dict[str, Any]
 
 def run_rlnorm(norm: str, steps: int, seeds: int | None) -> Row:
     """One ``rlnorm train`` (``--seed 0`` when ``seeds`` is None) in a scratch directory."""
-    argv = ["rlnorm", "train", "--agent", "ppo", "--env", ENV_ID, "--norm", norm, "--quiet",
+    argv = ["train", "--agent", "ppo", "--env", ENV_ID, "--norm", norm, "--quiet",
             "--threads", "1", "--steps", str(steps),
             "--set", "train.eval_every=0", "--set", "train.checkpoint_every=0",
             "--set", f"train.final_eval_episodes={EVAL_EPISODES}"]  # fmt: skip
     argv += ["--seed", "0"] if seeds is None else ["--seeds", f"0-{seeds - 1}"]
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            argv, cwd=tmp, env={**os.environ, **ONE_THREAD}, check=True, stdout=subprocess.DEVNULL
+        wall, out = run_worker(
+            "rlnorm", steps, seeds or 1, ("--rlnorm-argv", shlex.join(argv)), tmp
         )
-        wall = time.perf_counter() - start
         paths = sorted(Path(tmp).glob("runs/*/*/*/seed*/summary.json"))
         summaries = [json.loads(path.read_text()) for path in paths]
     name = f"rlnorm ({norm})" if seeds is not None else f"rlnorm ({norm}), --seed 0"
@@ -421,7 +464,8 @@ def run_rlnorm(norm: str, steps: int, seeds: int | None) -> Row:
         name,
         len(summaries),
         wall,
-        summaries[0]["wall_time_s"],
+        out["train_s"],
+        out["train_cpu_s"],
         env_steps=summaries[0]["env_steps"],
         returns=[s["final_eval"]["mean"] for s in summaries],
     )
@@ -436,8 +480,9 @@ def installed(*modules: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150_000, help="env steps per seed")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[8, 32])
+    parser.add_argument("--sizes", nargs="*", type=int, default=[8, 32])
     parser.add_argument("--batch-sizes", nargs="*", type=int, default=[8])
+    parser.add_argument("--norms", nargs="*", default=["none", "batch"], choices=["none", "batch"])
     parser.add_argument(
         "--contenders", nargs="+", default=["rlnorm", "sb3", "sbx", "jax"],
         choices=["rlnorm", "sb3", "sbx", "jax"],
@@ -445,10 +490,14 @@ def main() -> None:
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
     parser.add_argument(
-        "--worker", choices=["sb3", "sbx", "jax", "jax-vmap"], help=argparse.SUPPRESS
+        "--worker", choices=["rlnorm", "sb3", "sbx", "jax", "jax-vmap"], help=argparse.SUPPRESS
     )
+    parser.add_argument("--rlnorm-argv", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "rlnorm":
+        print(json.dumps(worker_rlnorm(shlex.split(args.rlnorm_argv))))
+        return
     if args.worker in ("sb3", "sbx"):
         print(json.dumps(worker_sb3(args.worker, args.steps, 0)))
         return
@@ -464,13 +513,15 @@ def main() -> None:
             rows.append(Row(name, seeds, note=f"not run: {missing} not installed"))
         else:
             wall, out = run_worker(kind, args.steps, seeds)
-            row = Row(name, seeds, wall, out["train_s"], out.get("compile_s"))
+            row = Row(name, seeds, wall, out["train_s"], out["train_cpu_s"], out.get("compile_s"))
             row.env_steps, row.returns = out["env_steps"], out["returns"]
             rows.append(row)
         print(table_line(rows[-1], rows), flush=True)
 
     if "rlnorm" in args.contenders:
         for norm, sizes in (("none", args.sizes), ("batch", args.batch_sizes)):
+            if norm not in args.norms:
+                continue
             for seeds in [None, *sizes]:
                 rows.append(run_rlnorm(norm, args.steps, seeds))
                 print(table_line(rows[-1], rows), flush=True)
@@ -487,24 +538,25 @@ def main() -> None:
 
 
 HEADER = (
-    "| contender | seeds | wall s (process) | compile s | train s | env steps/s (all seeds, "
-    "train) | env steps/s (all seeds, wall) | x rlnorm 1 seed (steps/s, train) | "
-    "final returns (min / median / max) |"
+    "| contender | seeds | wall s (process) | compile s | train s | train CPU s | env steps/s "
+    "(all seeds, train) | env steps/s (all seeds, train CPU) | x rlnorm 1 seed (steps/s, "
+    "train CPU) | final returns (min / median / max) |"
 )
 
 
 def table_line(row: Row, rows: list[Row]) -> str:
     """The row's markdown line; its ratio against rlnorm's ``--norm none --seed 0`` row."""
     if row.note:
-        return f"| {row.contender} | {row.seeds} | {row.note} | | | | | | |"
+        return f"| {row.contender} | {row.seeds} | {row.note} | | | | | | | |"
     base = next((r for r in rows if r.contender == "rlnorm (none), --seed 0"), None)
-    ratio = "—" if base is None else f"{row.sps_train / base.sps_train:.2f}"
+    ratio = "—" if base is None else f"{row.sps_cpu / base.sps_cpu:.2f}"
     finals = sorted(row.returns)
     spread = f"{finals[0]:.1f} / {finals[len(finals) // 2]:.1f} / {finals[-1]:.1f}"
     compile_s = "—" if row.compile_s is None else f"{row.compile_s:.1f}"
     return (
         f"| {row.contender} | {row.seeds} | {row.wall_s:.1f} | {compile_s} | {row.train_s:.1f} "
-        f"| {row.sps_train:.0f} | {row.sps_wall:.0f} | {ratio} | {spread} |"
+        f"| {row.train_cpu_s:.1f} | {row.sps_train:.0f} | {row.sps_cpu:.0f} | {ratio} "
+        f"| {spread} |"
     )
 
 
@@ -538,11 +590,14 @@ def write(rows: list[Row], args: argparse.Namespace) -> None:
         f"{-(-args.steps // 256) * 256}), final evaluation of each seed's greedy policy over "
         f"{EVAL_EPISODES} episodes. Wall: the whole process. Train: training plus the final "
         "evaluation, in-process (start-up, imports and JIT compilation excluded; sbx's "
-        "compilation is its first iteration's excess over the median one). The ratio "
-        "is a row's train steps/s over `rlnorm (none), --seed 0`'s.",
+        "compilation is its first iteration's excess over the median one). Train CPU: the "
+        "process's CPU time over the same span (rlnorm: its learner's `train()`, the last "
+        "checkpoint included), which other processes on the core do not inflate as they do "
+        "wall time. The ratio is a row's steps per train CPU "
+        "second over `rlnorm (none), --seed 0`'s.",
         "",
         HEADER,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(table_line(row, rows) for row in rows),
     ]
     text = "\n".join(lines) + "\n"
