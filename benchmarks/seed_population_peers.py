@@ -36,7 +36,7 @@ contender whose packages are missing is reported as not run. Pin it to one core:
 
     taskset -c 1 python benchmarks/seed_population_peers.py [--steps 150000] [--sizes 8 32]
         [--batch-sizes 8] [--norms none batch] [--contenders rlnorm sb3 sbx jax]
-        [--conditions TEXT] [--output FILE]
+        [--repeats 1] [--conditions TEXT] [--output FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -487,6 +488,9 @@ def main() -> None:
         "--contenders", nargs="+", default=["rlnorm", "sb3", "sbx", "jax"],
         choices=["rlnorm", "sb3", "sbx", "jax"],
     )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of all contenders; rows give medians"
+    )
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the results file")
     parser.add_argument(
@@ -504,7 +508,35 @@ def main() -> None:
     if args.worker is not None:
         print(json.dumps(worker_jax(args.steps, args.seeds, args.worker == "jax-vmap")))
         return
+    # rounds one after another, each every contender once: load that comes and goes falls on
+    # all contenders alike, and each row's times are the medians over the rounds
+    rounds = [one_round(args) for _ in range(args.repeats)]
+    write([median_row(group) for group in zip(*rounds, strict=True)], args)
 
+
+def median_row(group: tuple[Row, ...]) -> Row:
+    """One contender's rounds as one row: each time its median over the rounds."""
+
+    first = group[0]
+    if first.note:
+        return first
+    compile_s = (
+        None if first.compile_s is None else statistics.median([r.compile_s or 0.0 for r in group])
+    )
+    row = Row(
+        first.contender,
+        first.seeds,
+        statistics.median([r.wall_s for r in group]),
+        statistics.median([r.train_s for r in group]),
+        statistics.median([r.train_cpu_s for r in group]),
+        compile_s,
+    )
+    row.env_steps, row.returns = first.env_steps, first.returns
+    return row
+
+
+def one_round(args: argparse.Namespace) -> list[Row]:
+    """Every contender once, one after another."""
     rows: list[Row] = []
 
     def peer(name: str, kind: str, seeds: int, modules: tuple[str, ...]) -> None:
@@ -534,7 +566,7 @@ def main() -> None:
         peer("JAX PPO (PureJaxRL-style)", "jax", 1, modules)
         for seeds in args.sizes:
             peer("JAX PPO (PureJaxRL-style), vmap", "jax-vmap", seeds, modules)
-    write(rows, args)
+    return rows
 
 
 HEADER = (
@@ -594,7 +626,13 @@ def write(rows: list[Row], args: argparse.Namespace) -> None:
         "process's CPU time over the same span (rlnorm: its learner's `train()`, the last "
         "checkpoint included), which other processes on the core do not inflate as they do "
         "wall time. The ratio is a row's steps per train CPU "
-        "second over `rlnorm (none), --seed 0`'s.",
+        "second over `rlnorm (none), --seed 0`'s."
+        + (
+            f" Each time is the median over {args.repeats} rounds run one after another, each "
+            "round every contender once (final returns: the first round's; the seeds repeat)."
+            if args.repeats > 1
+            else ""
+        ),
         "",
         HEADER,
         "|---|---|---|---|---|---|---|---|---|---|",
