@@ -8,6 +8,12 @@ def pytest_configure(config: pytest.Config) -> None:
     is fastest, and it keeps timings stable when the suite shares the machine's two cores
     with other work. The xdist controller runs no test, and importing torch there would
     delay the workers' start by seconds."""
+    # pytest marks every module of a distribution that ships a pytest plugin for assertion
+    # rewriting: all of hypothesis (70 modules, no test among them) was rewritten and
+    # compiled in each process that imports it, 1-2 s each (with PYTHONDONTWRITEBYTECODE,
+    # on every run). The attribute is pytest's own; without it this does nothing.
+    rewrite_hook = getattr(config.pluginmanager, "rewrite_hook", None)
+    getattr(rewrite_hook, "_must_rewrite", set()).discard("hypothesis")
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return
     import torch
