@@ -7,8 +7,8 @@ a fifth of it must already clear 195, gymnasium's old 'solved' bar for CartPole,
 deterministic eval-mode evaluation. Final 20-episode means on seeds 0-4 at each budget,
 lowest first: batch 27.5k 457, 500, 500, 500, 500 (seed 0: 184 at 25k); cosine 17.5k 286, 289,
 354, 465, 499 (at 15k: 165 and 203); layer 10k 458, 459, 500, 500, 500 (at 7.5k: 167).
-Without normalization the budget is 25k, where seeds 2 and 3 reach only 139 and 187 (seed 0:
-500): this one passes on its seed, not with a margin over seeds.
+Without normalization no budget tried passes on every seed: 20k gives 120 (seed 3), 500, 500,
+500, 500, and 25k 139, 187, 467, 496, 500 (seed 0: 500 at both).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rlnorm.cli import main
 
 
 @pytest.mark.parametrize(
-    ("norm", "steps"), [("batch", 27_500), ("layer", 10_000), ("none", 25_000), ("cosine", 17_500)]
+    ("norm", "steps"), [("batch", 27_500), ("layer", 10_000), ("none", 20_000), ("cosine", 17_500)]
 )
 def test_ppo_learns_cartpole_on_a_small_budget(norm: str, steps: int, tmp_path: Path) -> None:
     status = main(
