@@ -185,14 +185,26 @@ def test_cli_command(study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     png_size(out)
 
 
-def write_scalars(run_dir: Path, tag: str, points: Sequence[tuple[int, float]]) -> None:
-    """TensorBoard events as the monitor writes them, one event file per call (a resumed
-    run adds a second file)."""
+def write_scalars(
+    run_dir: Path, tag: str, points: Sequence[tuple[int, float]], *, resumed: bool = False
+) -> None:
+    """TensorBoard events as the monitor writes them, one event file per call. ``resumed``:
+    as a resumed run adds its file, from a later process: its name (``events.out.tfevents.
+    <time>.<host>.<pid>.<count>``, read in name order) sorts after the run's other files, as a
+    later second does; from this process, in the same second, a count that gained a digit
+    (9 -> 10, 99 -> 100) would sort it first."""
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(run_dir / "tb")) as writer:
+    tb = run_dir / "tb"
+    before = set(tb.glob("events.out.tfevents.*"))
+    with SummaryWriter(str(tb)) as writer:
         for step, value in points:
             writer.add_scalar(tag, value, step)
+    if resumed:
+        (new,) = set(tb.glob("events.out.tfevents.*")) - before
+        parts = new.name.split(".")
+        parts[3] = f"{max(int(p.name.split('.')[3]) for p in before) + 1:010d}"
+        new.rename(new.with_name(".".join(parts)))
 
 
 def test_tensorboard_tags_one_panel_each(study: Path, tmp_path: Path) -> None:
@@ -203,7 +215,7 @@ def test_tensorboard_tags_one_panel_each(study: Path, tmp_path: Path) -> None:
             write_scalars(study / norm / f"seed{seed}", "norm/gap/policy_kl", points)
             write_scalars(study / norm / f"seed{seed}", "losses/value", points)
     # A resumed run logs steps after its last checkpoint again: the later value wins.
-    write_scalars(study / "batch" / "seed0", "norm/gap/policy_kl", [(3000, 0.5)])
+    write_scalars(study / "batch" / "seed0", "norm/gap/policy_kl", [(3000, 0.5)], resumed=True)
 
     curve0 = plot.read_scalars(study / "batch" / "seed0", "norm/gap/policy_kl")
     assert curve0.steps.tolist() == [1000, 2000, 3000]

@@ -178,7 +178,12 @@ def test_a_ray_node_that_does_not_see_the_sweep_directory_says_so(tmp_path: Path
 # -- running -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The SPEC run on the local backend, SIGKILLed once mid-way and run again to the end."""
+    """The SPEC run on the local backend, SIGKILLed once mid-way and run again to the end.
+
+    The killed run has one worker: the kill then comes as its second trial reaches its first
+    checkpoint, and no other trial has started only to be thrown away (with two workers, two
+    trials finished together and both of the next pair were killed, one before its first
+    checkpoint). The rerun has two."""
     root = tmp_path_factory.mktemp("sweep")
     spec, out = root / "spec.yaml", root / "local"
     spec.write_text(SPEC)
@@ -192,7 +197,7 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--out",
             str(out),
             "--workers",
-            "2",
+            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
