@@ -82,6 +82,7 @@ from rlnorm.metrics import (
 )
 from rlnorm.minibatches import Minibatch, ValidSamples
 from rlnorm.nets import mlp, orthogonal_init
+from rlnorm.optim import Adam
 from rlnorm.rollout import Rollout
 from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs
 
@@ -221,7 +222,7 @@ class PPO(Agent):
         if config.norm_statistics == "cumulative":
             for net in (self.actor, self.critic):
                 norms.use_cumulative_statistics(net)
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, eps=1e-5)
+        self.optimizer = Adam(self.params, lr=config.lr, eps=1e-5)
         if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, device=self.device)
             self.high = torch.as_tensor(action_space.high, device=self.device)

@@ -2,7 +2,8 @@
 
 Times, as wall clock of a fresh process each: ``rlnorm --help``, an argument error
 (``rlnorm train --steps many``), ``rlnorm list``, and for scale ``python -c pass`` and
-``python -c "import torch"``. Each is run ``--repeats`` times, interleaved; the table gives
+``python -c "import torch"``, and the cost of building torch's Adam against rlnorm's
+(:mod:`rlnorm.optim`). Each is run ``--repeats`` times, interleaved; the table gives
 the median and the fastest run (the fastest is the least disturbed by other load). The
 commands inherit this process's CPU affinity, which the results record: pin the run with
 ``taskset -c 0`` on a machine whose other cores are busy.
@@ -24,12 +25,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RLNORM = str(Path(sys.executable).parent / "rlnorm")
+ADAM = "import torch\nfrom %s import Adam\nAdam([torch.zeros(1, requires_grad=True)])"
 CASES = {
     "rlnorm --help": [RLNORM, "--help"],
     "rlnorm train --steps many (argument error)": [RLNORM, "train", "--steps", "many"],
     "rlnorm list": [RLNORM, "list"],
     "python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
     'python -c "import torch"': [sys.executable, "-c", "import torch"],
+    # Building an optimizer: torch's Adam imports torch._dynamo, rlnorm's does not
+    # (rlnorm/optim.py); every `rlnorm train` and `rlnorm eval` builds some.
+    "import torch, build torch.optim.Adam": [sys.executable, "-c", ADAM % "torch.optim"],
+    "import torch, build rlnorm.optim.Adam": [sys.executable, "-c", ADAM % "rlnorm.optim"],
 }
 
 

@@ -11,7 +11,8 @@ and no member's draws depend on another's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.distributions import Categorical, Distribution, Normal
@@ -120,3 +121,26 @@ class MemberDraws(Draws):
                     ]
                 )
         raise TypeError(f"MemberDraws cannot sample a {type(dist).__name__}")
+
+
+def deterministic_algorithms(enabled: bool) -> Callable[[], None]:
+    """Make torch use deterministic algorithms when ``enabled`` (``--deterministic``), and
+    return the function that puts torch's setting back.
+
+    Nothing is touched unless the setting changes: torch's switch imports its compiler
+    (about 1.6 s) even to set what is already set.
+    """
+    if not enabled or torch.are_deterministic_algorithms_enabled():
+        return lambda: None
+    # cuBLAS needs a fixed workspace for reproducible matmuls; CPU runs are already
+    # deterministic (tested), so this matters on CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = benchmark
+
+    return restore

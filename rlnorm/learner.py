@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from rlnorm.agent import Agent, OffPolicy, OnPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
+from rlnorm.draws import deterministic_algorithms
 from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import CheckpointError, ConfigError, NonFiniteError
 from rlnorm.monitor import Monitor
@@ -374,13 +374,7 @@ class Learner:
             self.rollouts.reset(seed=self.config.seed)
             self._apply_restored()
             self.monitor.log(f"resumed at env step {self.env_steps}")
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        if cfg.deterministic:
-            # cuBLAS needs a fixed workspace for reproducible matmuls; CPU runs are already
-            # deterministic (tested), so this matters on CUDA.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        restore_algorithms = deterministic_algorithms(cfg.deterministic)
         try:
             while self.env_steps < cfg.total_steps:
                 self.monitor.record(self._step(), self.env_steps)
@@ -415,7 +409,7 @@ class Learner:
             self._checkpoint()
         finally:
             self.monitor.close()
-            torch.use_deterministic_algorithms(deterministic)
+            restore_algorithms()
         wall = time.perf_counter() - start
         summary = {
             "env_steps": self.env_steps,

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from rlnorm.errors import ConfigError
+from rlnorm.optim import Adam
 
 
-class MemberAdam(torch.optim.Adam):
+class MemberAdam(Adam):
     """``torch.optim.Adam`` over member-stacked parameters (leading dimension K, the same
     for all), each member with its own step count."""
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from rlnorm.agent import Agent, OffPolicy, network_dtype
 from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
+from rlnorm.draws import deterministic_algorithms
 from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
 from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.learner import next_due
@@ -374,10 +374,7 @@ class PopulationLearner:
         )
         monitor = Monitor(self.population_dir, cfg.total_steps, quiet=self.quiet)
         member_monitors = [Monitor(d, cfg.total_steps, quiet=True) for d in self.run_dirs]
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+        restore_algorithms = deterministic_algorithms(cfg.deterministic)
         diagnostics = NormDiagnostics(
             pop.modules(), pop.acting_modules(), every=cfg.norm_diagnostics_every
         )
@@ -445,5 +442,5 @@ class PopulationLearner:
             monitor.close()
             for member_monitor in member_monitors:
                 member_monitor.close()
-            torch.use_deterministic_algorithms(deterministic)
+            restore_algorithms()
         return PopulationResult(results, self.env_steps, wall, monitor.tb_dir)

@@ -18,6 +18,7 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import ConfigError
 from rlnorm.member_adam import MemberAdam
 from rlnorm.normalize import ObservationNormalizer
+from rlnorm.optim import Adam
 from rlnorm.replay import MemberReplay
 
 NO_POPULATION = (
@@ -151,7 +152,7 @@ def _restacked(
             )
         stacked_group = [params[name][i] for name, i in (where[id(p)] for p in group["params"])]
         groups.append({**group, "params": stacked_group})
-    if type(optimizer) is torch.optim.Adam:  # a step count per member
+    if type(optimizer) in (torch.optim.Adam, Adam):  # a step count per member
         return MemberAdam(groups, **optimizer.defaults)
     return type(optimizer)(groups, **optimizer.defaults)
 

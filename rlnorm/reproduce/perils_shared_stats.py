@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from rlnorm.agent import Agent
 from rlnorm.diagnostics import StreamWatch
 from rlnorm.nets import StreamNorm, joint_forward, mlp
+from rlnorm.optim import Adam
 from rlnorm.reproduce import report, runner
 from rlnorm.rollout import act as safe_act
 from rlnorm.safety import acting, training
@@ -125,7 +126,7 @@ def miniature(variant: str, seed: int, steps: int, dim: int = 16) -> runner.Tria
     torch.manual_seed(seed)
     net = mlp(dim, 4, (64, 64), "batch", "relu", streams=2 if variant == PER_STREAM else 1)
     net.eval()  # at rest in eval mode, as rlnorm keeps modules; training() switches
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = Adam(net.parameters(), lr=1e-3)
     tests = [sample(d, 2000) for d in (0, 1)]
 
     def accuracy() -> float:
