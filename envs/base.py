@@ -8,7 +8,7 @@ their physics.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -19,14 +19,17 @@ from rlnorm.env import TorchVecEnv
 from rlnorm.errors import EnvError
 
 from .checks import (
+    action_set,
+    box_actions,
     check_draw_bounds,
     check_env_seed,
     check_option_keys,
+    discrete_actions,
     parse_reset_bounds,
     parse_reset_mask,
     positive_int,
 )
-from .pool import NoiseHalf
+from .pool import NoiseHalf, split_pool
 
 # From this many sub-envs on CPU, ``fast=None`` picks sparse autoresets. Measured per
 # CartPole step with random actions, one thread (2026-12-01): 18% faster at 16384 sub-envs
@@ -146,28 +149,55 @@ class ClassicControlEnv(TorchVecEnv):
             ints: dict[str, Any] = {"device": self.device, "dtype": torch.int32}
             self._one_step = torch.tensor(1, **ints)
             self._limit = torch.tensor(self._max_episode_steps, **ints)
-            self._generator = torch.Generator(device=self.device)
             # The pool of fresh states; rows from draw_rows on stay 0.
             self._pending = torch.zeros(len(self.state_names), num_envs, **like)
-            middle = (num_envs + 1) // 2
-            self._halves = (
-                NoiseHalf(self, rows, 0, middle),
-                NoiseHalf(self, rows, middle, num_envs),
-            )
-            self._next_half = 0
+            self._split(1, rows)
             self._bit_count = 53 if dtype == torch.float64 else 24
-            rng: dict[str, Any] = {"device": self.device, "dtype": self._halves[0].stage.dtype}
+            rng: dict[str, Any] = {"device": self.device, "dtype": self._halves[0][0].stage.dtype}
             self._draw_low = torch.zeros(rows, 1, **rng)
             self._draw_scale = torch.zeros(rows, 1, **rng)
             self._draw_span = torch.zeros(rows, 1, **rng)
             self._bit_mask = torch.tensor(
-                2**self._bit_count - 1, device=self.device, dtype=self._halves[0].values.dtype
+                2**self._bit_count - 1, device=self.device, dtype=self._halves[0][0].values.dtype
             )
         # The bounds the draw tensors hold now (None: not set yet), so that a reset with the
         # bounds already in place (every masked reset of an SB3 export) skips re-setting them.
         self._draw_bounds: tuple[Any, Any] | None = None
-        self._generator.seed()  # like gymnasium: unseeded envs differ from run to run
         self._needs_reset = True
+
+    def _split(self, members: int, rows: int) -> None:
+        """``members`` equal blocks of sub-envs, each with its own generator and pool."""
+        self.members, self.per_member = members, self.num_envs // members
+        self._generators, self._halves = split_pool(self, members, rows)
+        self._generator = self._generators[0]
+        self._next_half = 0
+
+    def split_members(self, members: int, like: TorchVecEnv) -> bool:
+        """Step this env as ``members`` envs of ``num_envs / members`` sub-envs each (a
+        population's, member-major): block ``k`` draws its fresh states from its own
+        generator and pool, exactly as ``like``, an env of that size alone, does, so every
+        member's episodes are its own env's, stepped in one batch. Sparse autoresets draw
+        from one generator: for them (``like.fast``), or a ``like`` of another kind, False is
+        returned and nothing changes. Seed the members with :meth:`seed_members`."""
+        if (
+            type(like) is not type(self)
+            or not isinstance(like, ClassicControlEnv)
+            or like.fast
+            or like.num_envs * members != self.num_envs
+        ):
+            return False
+        self.fast = False
+        self._split(members, self._draw_low.shape[0])
+        return True
+
+    def seed_members(self, seeds: list[int]) -> None:
+        """Seed member ``k``'s generator with ``seeds[k]``, as ``reset(seed=seeds[k])``
+        seeds an env of its own; the next :meth:`reset` draws every member's states."""
+        checked = [check_env_seed(seed) for seed in seeds]
+        if len(seeds) != self.members or None in checked:
+            raise EnvError(f"seed_members needs one int seed per member ({self.members}): {seeds}")
+        for generator, seed in zip(self._generators, checked, strict=True):
+            generator.manual_seed(cast(int, seed))
 
     def __repr__(self) -> str:
         return (
@@ -213,15 +243,11 @@ class ClassicControlEnv(TorchVecEnv):
         self._draw_span.copy_((high_t - low_t).expand_as(self._draw_span))
         self._draw_bounds = (low, high)
 
-    def _refill(self, half: NoiseHalf) -> None:
-        """Draw fresh values for ``half`` of the pool's columns, uniform in the draw bounds."""
-        if half.empty:
-            return
-        half.bits.random_(generator=self._generator)
-        half.stage.copy_(half.values.bitwise_and_(self._bit_mask))
-        torch.addcmul(self._draw_low, half.stage, self._draw_scale, out=half.stage)
-        if half.stage is not half.target:
-            half.target.copy_(half.stage)
+    def _refill(self, halves: list[NoiseHalf]) -> None:
+        """Draw fresh values for one half of the pool's columns (of each member), uniform in
+        the draw bounds."""
+        for half in halves:
+            half.refill(self._bit_mask, self._draw_low, self._draw_scale)
 
     def _draw(self, count: int) -> torch.Tensor:
         """``count`` fresh states as a ``(state_dim, count)`` tensor, uniform in the draw
@@ -272,6 +298,8 @@ class ClassicControlEnv(TorchVecEnv):
             )
         self._apply_reset_options({k: v for k, v in options.items() if k != "reset_mask"})
         if seed is not None:
+            if self.members > 1:
+                raise EnvError("an env split into members seeds each with seed_members")
             self._generator.manual_seed(seed)
         for half in self._halves:
             self._refill(half)
@@ -287,34 +315,43 @@ class ClassicControlEnv(TorchVecEnv):
         self._needs_reset = False
         return self._observe(), {}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self, member: int = 0) -> dict[str, torch.Tensor]:
         """The env's dynamic state: physical state, step counters, which sub-envs ended on
         the last step, the pool of fresh states, which half of it refills next, and the
         reset generator. After a ``reset`` with the same options, :meth:`load_state_dict`
-        continues exactly where this left off (resuming a run)."""
+        continues exactly where this left off (resuming a run). Of an env split into
+        members (:meth:`split_members`), member ``member``'s, as its env alone has it."""
+        columns = self._member_columns(member)
         return {
-            "state": self._state.clone(),
-            "steps": self._steps.clone(),
-            "alive": self._alive.clone(),
-            "pool": self._pending.clone(),
+            "state": self._state[:, columns].clone(),
+            "steps": self._steps[columns].clone(),
+            "alive": self._alive[columns].clone(),
+            "pool": self._pending[:, columns].clone(),
             "next_half": torch.tensor(self._next_half),
-            "generator": self._generator.get_state(),
+            "generator": self._generators[member].get_state(),
             "fast": torch.tensor(self.fast),
         }
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _member_columns(self, member: int) -> slice:
+        if not 0 <= member < self.members:
+            raise EnvError(f"member {member} of an env of {self.members} members")
+        return slice(member * self.per_member, (member + 1) * self.per_member)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], member: int = 0) -> None:
         """Restore what :meth:`state_dict` returned, into an env with the same autoreset
-        path (a sparse env never refills its pool, so a dense env would reuse its draws)."""
+        path (a sparse env never refills its pool, so a dense env would reuse its draws);
+        of an env split into members, into member ``member``."""
         if "fast" in state and bool(state["fast"]) != self.fast:
             raise EnvError(
                 f"the saved env state comes from an env with fast={bool(state['fast'])}, this "
                 f"env has fast={self.fast}: build it with fast={bool(state['fast'])} to continue"
             )
+        columns = self._member_columns(member)
         for name, buffer in (
-            ("state", self._state),
-            ("steps", self._steps),
-            ("alive", self._alive),
-            ("pool", self._pending),
+            ("state", self._state[:, columns]),
+            ("steps", self._steps[columns]),
+            ("alive", self._alive[columns]),
+            ("pool", self._pending[:, columns]),
         ):
             if state[name].shape != buffer.shape:
                 raise EnvError(
@@ -323,39 +360,14 @@ class ClassicControlEnv(TorchVecEnv):
                 )
             buffer.copy_(state[name])
         self._next_half = int(state["next_half"])
-        self._generator.set_state(state["generator"].cpu())
+        self._generators[member].set_state(state["generator"].cpu())
         self._needs_reset = False
 
     def _discrete_actions(self, actions: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
-        """``actions`` as an index tensor on ``device``, or ``EnvError`` for a bad shape or
-        dtype, or before the first ``reset`` (``_lookup`` checks the range).
-
-        The shape must be ``(num_envs,)`` exactly: a ``(num_envs, 1)`` tensor is rejected
-        rather than squeezed, so a policy that emits the wrong shape fails loudly instead
-        of broadcasting. Floating-point actions are rejected, as gymnasium's ``Discrete``
-        space does.
-        """
+        """``actions`` as an index tensor on ``device`` (:func:`checks.discrete_actions`)."""
         if self._needs_reset:
             raise EnvError("call reset() before step()")
-        a = torch.as_tensor(actions, device=self.device)
-        if a.shape != (self.num_envs,):
-            raise EnvError(
-                f"actions must have shape ({self.num_envs},) (one per sub-env), "
-                f"got {tuple(a.shape)}"
-            )
-        if a.dtype.is_floating_point or a.dtype.is_complex:
-            problem = "contain NaN and " if bool(torch.isnan(a).any()) else ""
-            raise EnvError(
-                f"actions {problem}must be integers in {self._action_set()}, got dtype "
-                f"{a.dtype}; cast with .long() after choosing them"
-            )
-        if a.dtype not in (torch.int64, torch.int32):
-            a = a.long()  # bool, uint8, int8, int16: index_select wants int32/int64
-        return a
-
-    def _action_set(self) -> str:
-        """The discrete action set as text, e.g. ``{0, 1, 2}``."""
-        return "{" + ", ".join(map(str, range(gym.spaces.flatdim(self.single_action_space)))) + "}"
+        return discrete_actions(actions, self.num_envs, self.device, self.single_action_space)
 
     def _lookup(self, table: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``table[actions]``, or ``EnvError`` for an action outside the table.
@@ -367,44 +379,16 @@ class ClassicControlEnv(TorchVecEnv):
             return table.index_select(0, actions)
         except IndexError:
             raise EnvError(
-                f"actions must be in {self._action_set()}, got values {actions.unique().tolist()}"
+                f"actions must be in {action_set(self.single_action_space)}, got values "
+                f"{actions.unique().tolist()}"
             ) from None
 
     def _box_actions(self, actions: torch.Tensor | np.ndarray | list[list[float]]) -> torch.Tensor:
         """Actions of a ``Box`` of shape ``(1,)`` as a ``(num_envs,)`` tensor of ``dtype`` on
-        ``device``, unclipped, or ``EnvError`` as for ``_discrete_actions``.
-
-        The shape must be ``(num_envs, 1)``, gymnasium's batched ``Box`` shape; ``(num_envs,)``
-        is rejected rather than unsqueezed, for the same reason as in ``_discrete_actions``.
-        A NaN action raises ``EnvError`` on CPU; on other devices it trips an asynchronous
-        device-side assert instead (a RuntimeError at the next sync), so the check never
-        stalls a step. Infinite actions are allowed: gymnasium clips them like any other.
-        The result may be a view of the caller's tensor: never modify it in place. It never
-        requires grad.
-        """
+        ``device``, unclipped (:func:`checks.box_actions`)."""
         if self._needs_reset:
             raise EnvError("call reset() before step()")
-        # Detached: an action that tracks gradients must not pull the env's state into its
-        # autograd graph (every later in-place update of the state would then fail).
-        a = torch.as_tensor(actions, device=self.device).detach()
-        expected = (self.num_envs, 1)
-        if a.shape != expected:
-            hint = "; add the last axis with .unsqueeze(-1)" if a.shape == expected[:1] else ""
-            raise EnvError(
-                f"actions must have shape {expected} (num_envs, *action_space.shape), "
-                f"got {tuple(a.shape)}{hint}"
-            )
-        if a.dtype.is_complex:
-            raise EnvError(f"actions must be real numbers, got dtype {a.dtype}")
-        a = a.reshape(self.num_envs).to(self.dtype)
-        nan = torch.isnan(a)
-        if a.device.type != "cpu":
-            torch._assert_async(nan.any().logical_not(), "actions contain NaN")
-        elif bool(nan.any()):
-            rows = nan.nonzero().flatten().tolist()
-            shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
-            raise EnvError(f"actions contain NaN (sub-envs {shown}); a NaN would poison the state")
-        return a
+        return box_actions(actions, self.num_envs, self.device, self.dtype)
 
     def _autoreset(self) -> torch.Tensor:
         """Restart the sub-envs that ended on the previous step and count the step.

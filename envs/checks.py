@@ -1,4 +1,4 @@
-"""Checks of what callers hand a native env: sizes, seeds and reset options.
+"""Checks of what callers hand a native env: sizes, seeds, reset options and actions.
 
 Each refuses a bad input with an :class:`rlnorm.errors.EnvError` before the env changes,
 so a refused ``reset`` or ``step`` leaves the env exactly as it was.
@@ -11,6 +11,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -112,3 +113,76 @@ def check_draw_bounds(low: Any, high: Any, dtype: torch.dtype) -> None:
                 f"reset bounds low={low}, high={high} are out of range: the bounds and their "
                 f"span must be finite in {dtype} (at most {finfo.max:.3g} in size)"
             )
+
+
+def action_set(space: gym.spaces.Space) -> str:
+    """A discrete action set as text, e.g. ``{0, 1, 2}``."""
+    return "{" + ", ".join(map(str, range(gym.spaces.flatdim(space)))) + "}"
+
+
+def discrete_actions(
+    actions: torch.Tensor | np.ndarray | list[int],
+    num_envs: int,
+    device: torch.device,
+    space: gym.spaces.Space,
+) -> torch.Tensor:
+    """``actions`` as an index tensor on ``device``, or ``EnvError`` for a bad shape or dtype
+    (the env's lookup checks the range).
+
+    The shape must be ``(num_envs,)`` exactly: a ``(num_envs, 1)`` tensor is rejected rather
+    than squeezed, so a policy that emits the wrong shape fails loudly instead of
+    broadcasting. Floating-point actions are rejected, as gymnasium's ``Discrete`` space does.
+    """
+    a = torch.as_tensor(actions, device=device)
+    if a.shape != (num_envs,):
+        raise EnvError(
+            f"actions must have shape ({num_envs},) (one per sub-env), got {tuple(a.shape)}"
+        )
+    if a.dtype.is_floating_point or a.dtype.is_complex:
+        problem = "contain NaN and " if bool(torch.isnan(a).any()) else ""
+        raise EnvError(
+            f"actions {problem}must be integers in {action_set(space)}, got dtype "
+            f"{a.dtype}; cast with .long() after choosing them"
+        )
+    if a.dtype not in (torch.int64, torch.int32):
+        a = a.long()  # bool, uint8, int8, int16: index_select wants int32/int64
+    return a
+
+
+def box_actions(
+    actions: torch.Tensor | np.ndarray | list[list[float]],
+    num_envs: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Actions of a ``Box`` of shape ``(1,)`` as a ``(num_envs,)`` tensor of ``dtype`` on
+    ``device``, unclipped, or ``EnvError``.
+
+    The shape must be ``(num_envs, 1)``, gymnasium's batched ``Box`` shape; ``(num_envs,)``
+    is rejected rather than unsqueezed, for the same reason as in :func:`discrete_actions`.
+    A NaN action raises ``EnvError`` on CPU; on other devices it trips an asynchronous
+    device-side assert instead (a RuntimeError at the next sync), so the check never stalls
+    a step. Infinite actions are allowed: gymnasium clips them like any other. The result
+    may be a view of the caller's tensor: never modify it in place. It never requires grad.
+    """
+    # Detached: an action that tracks gradients must not pull the env's state into its
+    # autograd graph (every later in-place update of the state would then fail).
+    a = torch.as_tensor(actions, device=device).detach()
+    expected = (num_envs, 1)
+    if a.shape != expected:
+        hint = "; add the last axis with .unsqueeze(-1)" if a.shape == expected[:1] else ""
+        raise EnvError(
+            f"actions must have shape {expected} (num_envs, *action_space.shape), "
+            f"got {tuple(a.shape)}{hint}"
+        )
+    if a.dtype.is_complex:
+        raise EnvError(f"actions must be real numbers, got dtype {a.dtype}")
+    a = a.reshape(num_envs).to(dtype)
+    nan = torch.isnan(a)
+    if a.device.type != "cpu":
+        torch._assert_async(nan.any().logical_not(), "actions contain NaN")
+    elif bool(nan.any()):
+        rows = nan.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+        raise EnvError(f"actions contain NaN (sub-envs {shown}); a NaN would poison the state")
+    return a

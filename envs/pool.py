@@ -14,12 +14,20 @@ if TYPE_CHECKING:
 class NoiseHalf:
     """Buffers that refill one half of the columns of ``ClassicControlEnv``'s fresh states.
 
-    ``bits`` holds the raw draws; ``values`` views them as one integer per fresh value, of
-    ``rows x width`` values; ``stage`` is where they become floats (``target`` itself,
-    unless the env's dtype is too narrow to hold 24-bit integers exactly).
+    ``bits`` holds the raw draws, from ``generator``; ``values`` views them as one integer
+    per fresh value, of ``rows x width`` values; ``stage`` is where they become floats
+    (``target`` itself, unless the env's dtype is too narrow to hold 24-bit integers exactly).
     """
 
-    def __init__(self, env: ClassicControlEnv, rows: int, start: int, stop: int) -> None:
+    def __init__(
+        self,
+        env: ClassicControlEnv,
+        rows: int,
+        start: int,
+        stop: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.generator = generator
         width = stop - start
         self.empty = width == 0
         self.target = env._pending[:rows, start:stop]
@@ -38,3 +46,36 @@ class NoiseHalf:
             self.stage = self.target
         else:  # float16 and bfloat16 cannot hold 24-bit integers: convert in float32
             self.stage = torch.empty(rows, width, dtype=torch.float32, device=device)
+
+    def refill(self, bit_mask: torch.Tensor, low: torch.Tensor, scale: torch.Tensor) -> None:
+        """Draw fresh values for these columns: ``low + scale * bits``, of ``bit_mask``'s
+        random bits per value."""
+        if self.empty:
+            return
+        self.bits.random_(generator=self.generator)
+        self.stage.copy_(self.values.bitwise_and_(bit_mask))
+        torch.addcmul(low, self.stage, scale, out=self.stage)
+        if self.stage is not self.target:
+            self.target.copy_(self.stage)
+
+
+def split_pool(
+    env: ClassicControlEnv, members: int, rows: int
+) -> tuple[list[torch.Generator], tuple[list[NoiseHalf], list[NoiseHalf]]]:
+    """One generator per member and the pool's two halves, each a list of one
+    :class:`NoiseHalf` per member: member ``k``'s block of ``env.num_envs / members``
+    sub-envs (member-major) laid out as an env of that size alone lays out its pool."""
+    per_member = env.num_envs // members
+    middle = (per_member + 1) // 2
+    with torch.inference_mode(False):
+        generators = [torch.Generator(device=env.device) for _ in range(members)]
+        for generator in generators:
+            generator.seed()  # like gymnasium: unseeded envs differ from run to run
+        first, second = (
+            [
+                NoiseHalf(env, rows, k * per_member + a, k * per_member + b, generator)
+                for k, generator in enumerate(generators)
+            ]
+            for a, b in ((0, middle), (middle, per_member))
+        )
+    return generators, (first, second)

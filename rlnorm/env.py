@@ -79,6 +79,22 @@ class ResumableEnv(Protocol):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
+@runtime_checkable
+class MemberSplitEnv(Protocol):
+    """A resumable env that can step a population's members' envs as one batch (the native
+    classic-control envs): split into ``members`` blocks of sub-envs, block ``k`` draws from
+    its own random stream, seeded by ``seed_members``, exactly as an env of that size alone
+    does, and ``state_dict(k)`` / ``load_state_dict(state, k)`` are that env's."""
+
+    def split_members(self, members: int, like: TorchVecEnv) -> bool: ...
+
+    def seed_members(self, seeds: list[int]) -> None: ...
+
+    def state_dict(self, member: int = 0) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], member: int = 0) -> None: ...
+
+
 def space_shape(space: gym.spaces.Space) -> tuple[int, ...]:
     """The fixed shape of one element of ``space`` (Box, Discrete, MultiBinary, ...); spaces
     without one (Dict, Tuple, Text) are refused: rlnorm's networks take flat tensors."""
@@ -87,4 +103,4 @@ def space_shape(space: gym.spaces.Space) -> tuple[int, ...]:
     return tuple(space.shape)
 
 
-__all__ = ["ResumableEnv", "TorchVecEnv", "space_shape"]
+__all__ = ["MemberSplitEnv", "ResumableEnv", "TorchVecEnv", "space_shape"]

@@ -47,7 +47,7 @@ from rlnorm.audit import audit
 from rlnorm.config import RunConfig
 from rlnorm.diagnostics import NormDiagnostics
 from rlnorm.draws import deterministic_algorithms
-from rlnorm.env import ResumableEnv, TorchVecEnv, space_shape
+from rlnorm.env import TorchVecEnv, space_shape
 from rlnorm.errors import ConfigError, NonFiniteError
 from rlnorm.learner import next_due
 from rlnorm.monitor import Monitor
@@ -148,9 +148,9 @@ class PopulationLearner:
             generators.append(generator)
         env.close()
         self.capacity = capacity
-        self.env = MemberEnvs([make_env(train.num_envs) for _ in seeds], list(seeds))
+        self.env = MemberEnvs(make_env, train.num_envs, list(seeds))
         eval_seeds = [cfg.eval_seed for cfg in self.configs]  # each run's evaluation seed
-        self.eval_env = MemberEnvs([make_env(train.eval_num_envs) for _ in seeds], eval_seeds)
+        self.eval_env = MemberEnvs(make_env, train.eval_num_envs, eval_seeds)
         self._stack(generators)
         self.restored = False
         self.env_steps = self.updates = 0
@@ -202,10 +202,10 @@ class PopulationLearner:
         stack_optimizer_states(self.population, self.agents)
         self.rollouts.reset()
         replay: MemberReplay | None = getattr(self.population, "replay", None)
-        for k, (env, state) in enumerate(zip(self.env.envs, states, strict=True)):
-            if not isinstance(env, ResumableEnv):
-                raise ConfigError(f"{env!r} cannot restore its state: resume members one by one")
-            env.load_state_dict(saved_group(state, "env"))
+        for k, state in enumerate(states):
+            if not self.env.resumable:
+                raise ConfigError(f"{self.env.env_id}'s state cannot be restored: resume alone")
+            self.env.load_member_state_dict(k, saved_group(state, "env"))
             if replay is not None:
                 replay.load_member(k, saved_group(state, "replay"))
         parts = [saved_group(state, "rollout") for state in states]
@@ -261,9 +261,9 @@ class PopulationLearner:
         state = {key: generator.get_state()}
         if key == "rng.cuda":
             state["rng.torch"] = torch.get_rng_state()
-        env = self.env.envs[k]
-        if isinstance(env, ResumableEnv):
-            state |= {f"env.{name}": value for name, value in env.state_dict().items()}
+        if self.env.resumable:
+            env_state = self.env.member_state_dict(k)
+            state |= {f"env.{name}": value for name, value in env_state.items()}
         rollout = member_rollout_state(self.rollouts.state_dict(), k, self.env.per_member)
         state |= {f"rollout.{name}": value for name, value in rollout.items()}
         if not hasattr(self.population, "replay"):

@@ -6,15 +6,15 @@ back again (a member's weights, optimizer state and training state as its own ru
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
 from rlnorm import members
 from rlnorm.agent import Agent
 from rlnorm.draws import MemberDraws
-from rlnorm.env import TorchVecEnv
+from rlnorm.env import MemberSplitEnv, ResumableEnv, TorchVecEnv
 from rlnorm.errors import ConfigError
 from rlnorm.member_adam import MemberAdam
 from rlnorm.normalize import ObservationNormalizer
@@ -34,22 +34,35 @@ def population_supported(agent_cls: type[Agent]) -> bool:
 
 
 class MemberEnvs(TorchVecEnv):
-    """One env per member, stepped as one batch of ``K * N`` sub-envs, member-major.
+    """Each member's env, stepped as one batch of ``K * N`` sub-envs, member-major.
 
-    ``reset()`` resets member ``k``'s env with seed ``seeds[k]``, as the run ``--seed k``
-    resets its env; a seed given to ``reset`` is refused (each member has its own).
+    Member ``k``'s env is ``make_env(num_envs)`` reset with seed ``seeds[k]``, as the run
+    ``--seed k`` builds and resets its env; a seed given to ``reset`` is refused (each member
+    has its own). A native env is built once for all members and split
+    (:class:`rlnorm.env.MemberSplitEnv`), so a step is one env step however many members
+    there are; other envs are stepped one after another.
     """
 
-    def __init__(self, envs: Sequence[TorchVecEnv], seeds: Sequence[int]) -> None:
-        if not envs or len(envs) != len(seeds):
-            raise ValueError(f"{len(envs)} envs for {len(seeds)} member seeds")
-        first = envs[0]
-        if any(env.num_envs != first.num_envs for env in envs):
-            raise ValueError("every member's env needs the same num_envs")
-        self.envs, self.seeds = list(envs), list(seeds)
+    def __init__(
+        self, make_env: Callable[[int], TorchVecEnv], num_envs: int, seeds: Sequence[int]
+    ) -> None:
+        if not seeds:
+            raise ValueError("a population needs at least one member seed")
+        self.make_env, self.seeds, self.per_member = make_env, list(seeds), num_envs
+        first = make_env(num_envs)
+        self.joined: TorchVecEnv | None = None
+        if isinstance(first, MemberSplitEnv):
+            joined = make_env(num_envs * len(seeds))
+            if cast(MemberSplitEnv, joined).split_members(len(seeds), first):
+                self.joined = joined
+            else:
+                joined.close()
+        if self.joined is None:
+            self.envs = [first, *(make_env(num_envs) for _ in seeds[1:])]
+        else:
+            first.close()
         self.env_id, self.device, self.dtype = first.env_id, first.device, first.dtype
-        self.per_member = first.num_envs
-        self.num_envs = first.num_envs * len(envs)
+        self.num_envs = num_envs * len(seeds)
         self.single_observation_space = first.single_observation_space
         self.single_action_space = first.single_action_space
         self.observation_space, self.action_space = first.observation_space, first.action_space
@@ -60,6 +73,9 @@ class MemberEnvs(TorchVecEnv):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         if seed is not None:
             raise ValueError("a population's env resets each member with its own seed")
+        if self.joined is not None:
+            cast(MemberSplitEnv, self.joined).seed_members(self.seeds)
+            return self.joined.reset(options=options)
         obs = [
             env.reset(seed=s, options=options)[0]
             for env, s in zip(self.envs, self.seeds, strict=True)
@@ -69,6 +85,8 @@ class MemberEnvs(TorchVecEnv):
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        if self.joined is not None:
+            return self.joined.step(actions)
         steps = [
             env.step(a) for env, a in zip(self.envs, actions.split(self.per_member), strict=True)
         ]
@@ -77,8 +95,35 @@ class MemberEnvs(TorchVecEnv):
         )
         return obs, reward, terminated, truncated, {}
 
+    @property
+    def resumable(self) -> bool:
+        """Whether the members' env states can be saved and restored."""
+        return self.joined is not None or isinstance(self.envs[0], ResumableEnv)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s env state, as its own env's ``state_dict()`` gives it."""
+        if self.joined is not None:
+            return cast(MemberSplitEnv, self.joined).state_dict(k)
+        return cast(ResumableEnv, self.envs[k]).state_dict()
+
+    def load_member_state_dict(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Restore member ``k``'s env from what its own env's ``state_dict()`` gave."""
+        if self.joined is not None:
+            cast(MemberSplitEnv, self.joined).load_state_dict(state, k)
+        else:
+            cast(ResumableEnv, self.envs[k]).load_state_dict(state)
+
+    def member_env(self, k: int) -> TorchVecEnv:
+        """Member ``k``'s env on its own, in the state it has now (the caller closes it)."""
+        if self.joined is None:
+            return self.envs[k]
+        env = self.make_env(self.per_member)
+        env.reset(seed=self.seeds[k])
+        cast(ResumableEnv, env).load_state_dict(self.member_state_dict(k))
+        return env
+
     def close(self) -> None:
-        for env in self.envs:
+        for env in [self.joined] if self.joined is not None else self.envs:
             env.close()
 
 

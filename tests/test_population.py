@@ -543,7 +543,7 @@ def test_blocks_of_an_eval_env_are_each_evaluated_as_alone() -> None:
     agent = agents.get("ppo")(*_spaces("CartPole-v1"), agents.get("ppo").Config(), "batch")
     seeds = [3, 8]
     together = evaluate(
-        agent, MemberEnvs([envs.make("CartPole-v1", num_envs=3) for _ in seeds], seeds), 7,
+        agent, MemberEnvs(lambda n: envs.make("CartPole-v1", num_envs=n), 3, seeds), 7,
         blocks=2,
     )  # fmt: skip
     for k, seed in enumerate(seeds):

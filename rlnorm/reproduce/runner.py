@@ -218,13 +218,14 @@ def train_population(trials: Sequence[Trial]) -> list[TrialResult]:
             if off_policy:  # the member's own replay, as its trial alone would hold it
                 agent.replay = learner.member_replay(k)  # type: ignore[attr-defined]
             lines = (member.run_dir / "eval.jsonl").read_text().splitlines()
-            eval_env = learner.eval_env.envs[k]
+            eval_env = learner.eval_env.member_env(k)
             results.append(
                 _measured(
                     trial, agent, eval_env, lines, caught, population.env_steps,
                     member.final_eval, wall,
                 )
             )  # fmt: skip
+            eval_env.close()
             if off_policy:
                 agent.replay = None  # type: ignore[attr-defined]
     return results
