@@ -222,7 +222,9 @@ class PPO(Agent):
         if config.norm_statistics == "cumulative":
             for net in (self.actor, self.critic):
                 norms.use_cumulative_statistics(net)
-        self.optimizer = Adam(self.params, lr=config.lr, eps=1e-5)
+        # foreach: one op per step for all tensors (CPU defaults to one per tensor; the same
+        # arithmetic, the same bits)
+        self.optimizer = Adam(self.params, lr=config.lr, eps=1e-5, foreach=True)
         if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, device=self.device)
             self.high = torch.as_tensor(action_space.high, device=self.device)

@@ -362,10 +362,8 @@ def _check_tensor(
 
 def _same_kind(saved: Any, own: Any) -> bool:
     """Whether a saved optimizer hyperparameter can stand for the optimizer's own value."""
-    if own is None:
+    if own is None or isinstance(own, bool):  # torch's optional flags (foreach, fused, ...)
         return saved is None or isinstance(saved, bool)
-    if isinstance(own, bool):
-        return isinstance(saved, bool)
     if isinstance(own, int | float):
         return isinstance(saved, int | float) and not isinstance(saved, bool)
     if isinstance(own, tuple | list):

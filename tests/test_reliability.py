@@ -326,6 +326,10 @@ MALFORMED = {
         _set("optimizer_param_groups", "optimizer", 0, "betas", value=[0.9, float("inf")]),
         "betas",
     ),
+    "foreach-a-string": (
+        _set("optimizer_param_groups", "optimizer", 0, "foreach", value="yes"),
+        "foreach",
+    ),
     "learner-not-a-dict": (_set("extra", "learner", value=3), "learner"),
     "space-shape-huge": (_set("observation_space", "shape", value=[10**9]), "shape"),
 }
@@ -345,6 +349,17 @@ def test_malformed_metadata_is_a_checkpoint_error_and_exit_2(
         rc, _, err = run_main(argv)
         assert rc == 2, (argv, err)
         assert where in err, err
+
+
+def test_a_checkpoint_whose_optimizer_left_foreach_unset_loads(
+    trained: Path, tmp_path: Path
+) -> None:
+    """PPO's Adam sets ``foreach``; checkpoints written before it did hold torch's default,
+    null, and still load (and resume)."""
+    last = copy_run(trained, tmp_path) / "checkpoints" / "last"
+    edit_meta(last, _set("optimizer_param_groups", "optimizer", 0, "foreach", value=None))
+    agent = rlnorm.load(last)
+    assert agent.optimizers()["optimizer"].param_groups[0]["foreach"] is None
 
 
 def test_a_100000_digit_integer_in_meta_json_is_a_clear_error(
