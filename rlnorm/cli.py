@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlnorm import catalog, config, plot_command, sweep
+from rlnorm import catalog, config, plot_command, process, sweep
 from rlnorm.cli_parser import build_parser, parse_seeds
 from rlnorm.errors import CheckpointError, ConfigError, RlnormError, RunDirError
 from rlnorm.reproduce import command as reproduce_command
@@ -424,10 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if hasattr(args, "threads"):
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if hasattr(args, "threads"):  # a command that computes
+        process.prepare(args.threads)
     commands = {
         "train": _train,
         "eval": _eval,

@@ -11,7 +11,6 @@ again while the other members train on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,11 +33,12 @@ class Quarantine:
         self._per_member = [t for t in tensors if t.dim() and t.shape[0] == members]
 
     def nonfinite(self) -> list[int]:
-        """The members with a non-finite weight: one check of every tensor's largest
-        ``|value|`` (finite exactly when all its values are), split by member only when
-        that fails."""
+        """The members with a non-finite weight: one check of every tensor's 2-norm (never
+        finite when a value is not; 6x cheaper than the largest ``|value|`` on CPU), split by
+        member, value by value, only when that fails (then a norm that overflowed from finite
+        values finds no member)."""
         with torch.no_grad():
-            if bool(torch.stack(torch._foreach_norm(self._params, math.inf)).isfinite().all()):
+            if bool(torch.stack(torch._foreach_norm(self._params, 2)).isfinite().all()):
                 return []
             finite = torch.stack([p.flatten(1).isfinite().all(1) for p in self._params]).all(0)
         return [k for k, ok in enumerate(finite.tolist()) if not ok]

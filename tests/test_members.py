@@ -676,3 +676,20 @@ def test_member_adam_is_k_adams_and_an_idle_member_stays_put(norm: str) -> None:
     assert counts == {3.0}
     with pytest.raises(TypeError, match="MemberAdam"), stepping(opts[0], active):
         pass
+
+
+def test_quarantine_finds_exactly_the_members_with_a_non_finite_weight() -> None:
+    """The cheap first check (2-norms) may overflow on huge finite weights: then the exact
+    check finds no member; NaN and inf are found in the member that holds them."""
+    from rlnorm.quarantine import Quarantine
+
+    net = members.stack([nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)) for _ in range(4)])
+    quarantine = Quarantine({"net": net}, 4)
+    assert quarantine.nonfinite() == []
+    weight = next(net.parameters())
+    with torch.no_grad():
+        weight[1].fill_(1e30)  # finite, but its squares overflow float32
+        assert quarantine.nonfinite() == []
+        weight[2, 0, 0] = torch.inf
+        weight[3, 1, 2] = torch.nan
+    assert quarantine.nonfinite() == [2, 3]
