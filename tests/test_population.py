@@ -150,6 +150,38 @@ def test_each_member_has_the_weights_of_its_single_seed_run(
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
 
+def test_a_member_on_a_gymnasium_env_has_the_weights_of_its_single_seed_run(
+    tmp_path: Path, float64: None
+) -> None:
+    """Envs from gymnasium's registry (MuJoCo here) are not split: each member steps its own,
+    reset with its seed, so member k is still the run --seed k."""
+    make_env = lambda n: envs.make("InvertedPendulum-v5", num_envs=n)  # noqa: E731
+
+    def run_config(seed: int) -> config.RunConfig:
+        overrides = [*SMALL, "agent.hidden=[16,16]"]
+        return config.resolve(
+            agents.get("sac"),
+            "InvertedPendulum-v5",
+            norm="batch",
+            seed=seed,
+            overrides=overrides,
+            total_steps=STEPS,
+        )
+
+    runs = [tmp_path / f"seed{s}" for s in SEEDS]
+    population = PopulationLearner(
+        agents.get("sac"), run_config(0), SEEDS, runs, tmp_path / "pop", make_env, quiet=True
+    )
+    population.train()
+    assert population.env.joined is None
+    for k, seed in enumerate(SEEDS):
+        single = Learner.create(
+            agents.get("sac"), make_env(2), make_env(2), run_config(seed), tmp_path / f"{k}", True
+        )
+        single.train()
+        _assert_same_state(population.agents[k], single.agent, f"seed {seed}")
+
+
 PPO_SMALL = [
     "train.eval_every=0",
     "train.checkpoint_every=0",
