@@ -150,6 +150,7 @@ def test_each_member_has_the_weights_of_its_single_seed_run(
         assert result.members[k].final_eval.mean == pytest.approx(alone.final_eval.mean, abs=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:audit:RuntimeWarning")  # tiny runs: audit findings expected
 def test_a_member_on_a_gymnasium_env_has_the_weights_of_its_single_seed_run(
     tmp_path: Path, float64: None
 ) -> None:
