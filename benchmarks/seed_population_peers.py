@@ -59,29 +59,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import yaml
+
 RESULTS = Path(__file__).parent / "results" / "seed_population_peers.md"
 ENV_ID = "CartPole-v1"
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "configs" / "ppo" / f"{ENV_ID}.yaml"
+
+
 @dataclass(frozen=True)
 class Hyper:
-    """``configs/ppo/CartPole-v1.yaml`` (RL Zoo) under neutral names; the peers use these."""
+    """The hyperparameters rlnorm trains with, under neutral names; the peers use these."""
 
-    num_envs: int = 8
-    rollout_steps: int = 32
-    epochs: int = 20
-    minibatch: int = 256
-    gamma: float = 0.98
-    gae_lambda: float = 0.8
-    lr: float = 1e-3
-    clip: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    hidden: tuple[int, ...] = (64, 64)
+    num_envs: int
+    rollout_steps: int
+    epochs: int
+    minibatch: int
+    gamma: float
+    gae_lambda: float
+    lr: float
+    clip: float
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float
+    hidden: tuple[int, ...]
+
+    @classmethod
+    def shipped(cls) -> Hyper:
+        """Read from ``configs/ppo/CartPole-v1.yaml``, so the peers follow the shipped config
+        (they all anneal the learning rate linearly, as it does)."""
+        config = yaml.safe_load(SHIPPED.read_text())
+        agent = config["agent"]
+        if not agent["anneal_lr"]:
+            raise SystemExit(f"{SHIPPED}: the peers anneal the learning rate; this config does not")
+        return cls(
+            num_envs=config["train"]["num_envs"],
+            rollout_steps=agent["rollout_steps"],
+            epochs=agent["epochs"],
+            minibatch=agent["minibatch_size"],
+            gamma=agent["gamma"],
+            gae_lambda=agent["gae_lambda"],
+            lr=agent["lr"],
+            clip=agent["clip_range"],
+            ent_coef=agent["ent_coef"],
+            vf_coef=agent["vf_coef"],
+            max_grad_norm=agent["max_grad_norm"],
+            hidden=tuple(agent["hidden"]),
+        )
 
 
-HP = Hyper()
+HP = Hyper.shipped()
 EVAL_EPISODES = 20
 # versions stated in the results file
 PACKAGES = ("torch", "stable-baselines3", "sbx-rl", "jax", "flax", "optax", "gymnax", "gymnasium")

@@ -202,9 +202,9 @@ class PopulationLearner:
         stack_optimizer_states(self.population, self.agents)
         self.rollouts.reset()
         replay: MemberReplay | None = getattr(self.population, "replay", None)
+        if not self.env.resumable:
+            raise ConfigError(f"{self.env.env_id}'s state cannot be restored: resume alone")
         for k, state in enumerate(states):
-            if not self.env.resumable:
-                raise ConfigError(f"{self.env.env_id}'s state cannot be restored: resume alone")
             self.env.load_member_state_dict(k, saved_group(state, "env"))
             if replay is not None:
                 replay.load_member(k, saved_group(state, "replay"))
