@@ -50,6 +50,31 @@ def test_an_unknown_reproduction_or_env_is_a_usage_error(
     assert not (tmp_path / "a").exists()
 
 
+def test_all_runs_every_reproduction_into_its_folder_and_times_the_suite(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str, Path, int, str]] = []
+
+    def fake_run(
+        name: str, seeds: int | None, budget: str, out: Path, workers: int, command: str
+    ) -> Path:
+        calls.append((name, out, workers, budget))
+        return out
+
+    monkeypatch.setattr(reproduce, "run", fake_run)
+    argv = ["reproduce", "all", "--budget", "full", "--workers", "2", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert calls == [(n, tmp_path / n, 2, "full") for n in reproduce.names()]
+    suite = (tmp_path / "suite.md").read_text()
+    assert "rlnorm reproduce all --budget full --workers 2" in suite
+    assert all(f"[{n}]({n}/README.md)" in suite for n in reproduce.names())
+    assert "**whole suite**" in suite and "the suite took" in capsys.readouterr().out
+    # --envs names env ids of one reproduction: refused before anything runs.
+    calls.clear()
+    assert cli.main(["reproduce", "all", "--envs", "CartPole-v1", "--out", str(tmp_path)]) == 2
+    assert calls == [] and "--envs" in capsys.readouterr().err
+
+
 def test_perils_acting_train_mode_on_one_state_gives_every_state_one_action(
     tmp_path: Path,
 ) -> None:
