@@ -120,8 +120,9 @@ def renorm_clip_limits(layer: Any, passes: int) -> tuple[float, float]:
 def renorm_step(
     layer: Any, batch_mean: torch.Tensor, batch_var: torch.Tensor, n: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One train-mode pass of Batch Renorm's bookkeeping, for :class:`BatchRenorm1d` and its
-    member-batched twin (statistics ``(C,)`` or ``(K, C)``, elementwise alike): the batch's
+    """One train-mode pass of Batch Renorm's bookkeeping from given batch statistics
+    (``(K, C)``; the member-batched layer's masked pass, whose members count different
+    samples; :func:`renorm_pass` is the kernel path): the batch's
     standard deviation (with gradient) and the corrections ``r`` and ``d`` (without), after
     moving the running statistics towards the batch of ``n`` samples per feature and
     recording it (:class:`LastBatch`)."""
@@ -153,6 +154,56 @@ def _unbiased(var: torch.Tensor, n: float | torch.Tensor) -> torch.Tensor:
     if isinstance(n, torch.Tensor):
         return var * n / (n - 1).clamp_min(1)
     return var * n / max(n - 1, 1)
+
+
+def renorm_pass(
+    layer: Any,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One train-mode Batch Renorm pass over ``(N, C)`` or ``(N, C, L)`` through torch's
+    batch-norm kernel, for :class:`BatchRenorm1d` and its member-batched twin (which passes
+    its ``[K, F]`` parameters and statistics as ``[K * F]`` views). Returns the output and
+    the batch's mean and inverse standard deviation.
+
+    With ``r`` and ``d`` constants, ``gamma * (x_hat * r + d) + beta`` is batch norm with
+    weight ``gamma * r`` and bias ``gamma * d + beta``, so the kernel's gradient (through the
+    batch statistics) is Batch Renorm's. The kernel also moves the running statistics as
+    :func:`renorm_step` does (unbiased variance, the same momentum rule); ``r`` and ``d``
+    are computed from the statistics before it. One fused pass instead of a dozen
+    elementwise ops (and ``torch.var``, slow on CPU): 10x less time in the layer for 8
+    stacked 128-wide critics. During warm-up (``r = 1``, ``d = 0``) it is the kernel
+    alone."""
+    r_max, d_max = layer.clip_limits()
+    plain = r_max == 1.0 and d_max == 0.0
+    with torch.no_grad():
+        old_mean, old_std = running_mean.clone(), (running_var + layer.eps).sqrt_()
+    # momentum None: cumulative average over every batch, as in torch's BatchNorm
+    factor = (
+        1.0 / float(layer.num_batches_tracked + 1) if layer.momentum is None else layer.momentum
+    )
+    out, mean, invstd = torch.native_batch_norm(
+        input,
+        weight if plain else None,
+        bias if plain else None,
+        running_mean,
+        running_var,
+        True,
+        factor,
+        layer.eps,
+    )
+    layer.num_batches_tracked += 1
+    if plain:
+        return out, mean, invstd
+    with torch.no_grad():
+        r = (invstd.reciprocal() / old_std).clamp_(1.0 / r_max, r_max)
+        d = ((mean - old_mean) / old_std).clamp_(-d_max, d_max)
+    shape = (1, -1, 1) if input.dim() == 3 else (1, -1)
+    scale, shift = (weight * r).view(shape), torch.addcmul(bias, weight, d).view(shape)
+    return torch.addcmul(shift, out, scale), mean, invstd
 
 
 class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
@@ -209,26 +260,25 @@ class BatchRenorm1d(BatchGuard, LastBatch, nn.Module):
         """The ``(r_max, d_max)`` for the next train-mode pass (``(1, 0)`` during warm-up)."""
         return renorm_clip_limits(self, int(self.num_batches_tracked))
 
-    def _shape(self, t: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        return t.view(1, -1, 1) if input.dim() == 3 else t
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            mean, var = self.running_mean, self.running_var
-            x_hat = (input - self._shape(mean, input)) / self._shape(
-                torch.sqrt(var + self.eps), input
+            return F.batch_norm(
+                input,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                False,
+                0.0,
+                self.eps,
             )
-        else:
-            self.check_batch(input)
-            dims = (0, 2) if input.dim() == 3 else (0,)
-            batch_mean = input.mean(dims)
-            batch_var = input.var(dims, unbiased=False)
-            batch_std, r, d = renorm_step(
-                self, batch_mean, batch_var, input.numel() / input.shape[1]
-            )
-            x_hat = (input - self._shape(batch_mean, input)) / self._shape(batch_std, input)
-            x_hat = x_hat * self._shape(r, input) + self._shape(d, input)
-        return x_hat * self._shape(self.weight, input) + self._shape(self.bias, input)
+        self.check_batch(input)
+        out, mean, invstd = renorm_pass(
+            self, input, self.weight, self.bias, self.running_mean, self.running_var
+        )
+        with torch.no_grad():
+            self.record_batch(mean, invstd)
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -23,7 +23,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rlnorm.errors import NormalizationError
-from rlnorm.layers import BatchGuard, LastBatch, renorm_clip_limits, renorm_step, running_affine
+from rlnorm.layers import (
+    BatchGuard,
+    LastBatch,
+    renorm_clip_limits,
+    renorm_pass,
+    renorm_step,
+    running_affine,
+)
 from rlnorm.sample_mask import active_mask, masked_batch_norm, masked_moments
 
 
@@ -406,11 +413,22 @@ class MemberBatchRenorm1d(MemberBatchGuard, LastBatch, MemberModule):
             )
         self.check_batch(input)
         mask = active_mask(input)
-        if mask is None:
-            batch_mean, batch_var = input.mean(1), input.var(1, unbiased=False)
-            count: float | torch.Tensor = input.shape[1]
-        else:  # each member's real samples only (rlnorm.sample_mask)
-            batch_mean, batch_var, count = masked_moments(input, mask)
+        if mask is None:  # the kernel on [B, K * F], as MemberBatchNorm1d
+            k, b, f = input.shape
+            flat = input.transpose(0, 1).reshape(b, k * f)
+            out, mean, invstd = renorm_pass(
+                self,
+                flat,
+                self.weight.view(-1),
+                self.bias.view(-1),
+                self.running_mean.view(-1),
+                self.running_var.view(-1),
+            )
+            with torch.no_grad():
+                self.record_batch(mean.view(k, f), invstd.view(k, f))
+            return out.view(b, k, f).transpose(0, 1)
+        # each member's real samples only (rlnorm.sample_mask)
+        batch_mean, batch_var, count = masked_moments(input, mask)
         batch_std, r, d = renorm_step(self, batch_mean, batch_var, count)
         x_hat = (input - batch_mean[:, None]) / batch_std[:, None]
         x_hat = x_hat * r[:, None] + d[:, None]

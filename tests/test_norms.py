@@ -71,6 +71,51 @@ def test_batch_renorm_gradient_sees_batch_statistics() -> None:
     assert x.grad[1:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("shape", [(64, 6), (32, 6, 5)])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_renorm_kernel_pass_is_the_paper_formula(
+    shape: tuple[int, ...], momentum: float | None
+) -> None:
+    """The fused pass (torch's batch-norm kernel with weight gamma * r and bias
+    gamma * d + beta) gives the written-out formula's output, gradients and running
+    statistics, with both clips active."""
+    torch.manual_seed(0)
+    brn = BatchRenorm1d(6, momentum=momentum, warmup_steps=0, relax_steps=0).double()
+    with torch.no_grad():
+        brn.running_var.fill_(0.1)  # sigma 0.316: features 2, 3 and 5 clip r, 2 and 3 clip d
+        brn.weight.uniform_(0.5, 2)
+        brn.bias.uniform_(-1, 1)
+    gamma, beta = brn.weight.detach().clone(), brn.bias.detach().clone()
+    mu, var = brn.running_mean.clone(), brn.running_var.clone()
+    view = (1, -1, 1) if len(shape) == 3 else (1, -1)
+    scale = torch.tensor([0.2, 0.5, 1.0, 2.0, 0.3, 3.0], dtype=torch.float64).view(view)
+    offset = torch.tensor([0.0, 0.5, 3.0, -3.0, 1.0, 0.2], dtype=torch.float64).view(view)
+    x = (torch.randn(*shape, dtype=torch.float64) * scale + offset).requires_grad_()
+    out = brn(x)
+    dims = (0, 2) if len(shape) == 3 else (0,)
+    xr = x.detach().clone().requires_grad_()
+    g, b = gamma.clone().requires_grad_(), beta.clone().requires_grad_()
+    batch_mean, batch_var = xr.mean(dims), xr.var(dims, unbiased=False)
+    batch_std, sigma = (batch_var + brn.eps).sqrt(), (var + brn.eps).sqrt()
+    r = (batch_std / sigma).clamp(1 / 3, 3).detach()
+    d = ((batch_mean - mu) / sigma).clamp(-5, 5).detach()
+    assert (r == 3).any() and (r < 3).any() and (d.abs() == 5).any() and (d.abs() < 5).any()
+    x_hat = (xr - batch_mean.view(view)) / batch_std.view(view) * r.view(view) + d.view(view)
+    want = x_hat * g.view(view) + b.view(view)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(want)
+    (out * upstream).sum().backward()
+    (want * upstream).sum().backward()
+    for got, ref in ((x.grad, xr.grad), (brn.weight.grad, g.grad), (brn.bias.grad, b.grad)):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    n = x.numel() / shape[1]
+    rate = 1.0 if momentum is None else momentum
+    torch.testing.assert_close(brn.running_mean, mu + rate * (batch_mean.detach() - mu))
+    unbiased = batch_var.detach() * n / (n - 1)
+    torch.testing.assert_close(brn.running_var, var + rate * (unbiased - var))
+    torch.testing.assert_close(brn.last_invstd, 1 / batch_std.detach())
+
+
 def test_batch_renorm_schedule() -> None:
     brn = BatchRenorm1d(2, r_max=3.0, d_max=5.0, warmup_steps=10, relax_steps=100)
     assert brn.clip_limits() == (1.0, 0.0)
