@@ -4,6 +4,7 @@ what it reproduces: the numbers come from the runs, never from the test."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,10 @@ def test_perils_acting_train_mode_on_one_state_gives_every_state_one_action(
 
 
 def test_perils_checkpoint_naive_reload_acts_in_train_mode(tmp_path: Path) -> None:
+    envs = ("CartPole-v1", "Pendulum-v1")
     results = run_tiny("perils-checkpoint", tmp_path)
     by = {(r["env"], r["variant"]): r for r in results}
-    for env_id in ("CartPole-v1", "Pendulum-v1"):
+    for env_id in envs:
         naive_one = by[env_id, "naive torch.load, batch of 1"]
         assert naive_one["in_train_mode"] == "True"
         assert "NormalizationError" in naive_one["error"]  # a lone state in train mode
@@ -108,6 +110,11 @@ def test_perils_checkpoint_naive_reload_acts_in_train_mode(tmp_path: Path) -> No
     # TF 1's train mode on a lone state: every action of the continuous policy changes
     tf1 = by["Pendulum-v1", "naive torch.load, batch of 1, TF1 train mode"]
     assert float(tf1["differ_fraction"]) > 0.5
+    # six rows per trial (one per way of loading); the README counts each trial's time once
+    trained = sum(float(by[e, "saved policy (reference)"]["wall_s"]) for e in envs)
+    readme = (tmp_path / "perils-checkpoint" / "README.md").read_text()
+    match = re.search(r"training time (\d+) s", readme)
+    assert match is not None and abs(int(match.group(1)) - trained) <= 1
 
 
 def test_perils_shared_stats_sharing_costs_accuracy_the_fixes_do_not(tmp_path: Path) -> None:

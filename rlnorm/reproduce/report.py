@@ -265,9 +265,11 @@ def write_readme(
     wall_s: float,
     sections: Sequence[str],
     published: Sequence[str],
+    training_s: float | None = None,
 ) -> None:
     """The reproduction's README: what ran, where and when, its tables, the published
-    numbers with their sources."""
+    numbers with their sources. ``training_s``: the trials' summed wall time, where rows of
+    ``results.csv`` are not one per trial (default: their ``wall_s`` summed)."""
     label = "" if budget == "full" else f" — **{budget} budget, not the full result**"
     rows = _result_rows(out)
     head = [
@@ -278,7 +280,8 @@ def write_readme(
         f"- Commit: {commits(rows)}",
         f"- Machine: {machine()}",
         f"- Wall time of the whole reproduction: {wall_s:.0f} s this run; training time "
-        f"{training_time(rows):.0f} s (the trials' wall times summed, those read back from "
+        f"{training_time(rows) if training_s is None else training_s:.0f} s (the trials' wall "
+        "times summed, those read back from "
         "`trials/` with the time they took when trained)",
         "- Files: `results.csv` (one row per seed x variant), `curves.csv` (evaluations during "
         "training), `figure.png`.",
@@ -303,11 +306,14 @@ def finish(
     conclusions: Sequence[str],
     published: Sequence[str],
     audit: Sequence[str] = (),
+    training_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Write a reproduction's README: ``description``, then the results ``table``, the
     measured ``conclusions`` and, when given, the ``audit`` section; returns ``table``.
-    ``started`` is the ``time.perf_counter()`` reading when the reproduction began."""
+    ``started`` is the ``time.perf_counter()`` reading when the reproduction began;
+    ``training_s`` as :func:`write_readme`'s."""
     sections = [*description, "", "## Results", "", markdown_table(table, columns), ""]
     sections += [*conclusions, *(["", *audit] if audit else [])]
-    write_readme(out, title, command, budget, time.perf_counter() - started, sections, published)
+    wall_s = time.perf_counter() - started
+    write_readme(out, title, command, budget, wall_s, sections, published, training_s)
     return table
