@@ -174,9 +174,9 @@ def renorm_pass(
     batch statistics) is Batch Renorm's. The kernel also moves the running statistics as
     :func:`renorm_step` does (unbiased variance, the same momentum rule); ``r`` and ``d``
     are computed from the statistics before it. One fused pass instead of a dozen
-    elementwise ops (and ``torch.var``, slow on CPU): 10x less time in the layer for 8
-    stacked 128-wide critics. During warm-up (``r = 1``, ``d = 0``) it is the kernel
-    alone."""
+    elementwise ops and ``torch.var`` (slow on CPU); it halved the update of 8 stacked
+    CrossQ members (``benchmarks/results/seed_population.md``). During warm-up (``r = 1``,
+    ``d = 0``) it is the kernel alone."""
     r_max, d_max = layer.clip_limits()
     plain = r_max == 1.0 and d_max == 0.0
     with torch.no_grad():
