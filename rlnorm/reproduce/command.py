@@ -110,7 +110,7 @@ def write_suite(
     path: Path, command: str, rows: list[tuple[str, float]], total: float, loads: list[float]
 ) -> None:
     """The suite's timing table: each reproduction's wall time and their sum."""
-    from rlnorm.reproduce import runner
+    from rlnorm.reproduce import report, runner
 
     lines = [
         "# The reproduction suite, timed as one command",
@@ -118,8 +118,9 @@ def write_suite(
         f"- Command: `{command}`",
         f"- Commit: `{runner.REVISION or runner.commit()}`; finished "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- Machine: {os.cpu_count()} CPU cores; 1-minute load average at the start and after "
-        f"each reproduction: {', '.join(f'{x:.2f}' for x in loads)}",
+        f"- Machine: {report.machine()}",
+        "- 1-minute load average at the start and after each reproduction: "
+        f"{', '.join(f'{x:.2f}' for x in loads)}",
         "",
         "| reproduction | wall time (s) |",
         "|---|---|",
