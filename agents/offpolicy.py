@@ -34,7 +34,7 @@ from rlnorm.draws import GLOBAL, Draws
 from rlnorm.env import space_shape
 from rlnorm.errors import ConfigError
 from rlnorm.nets import mlp
-from rlnorm.optim import Adam
+from rlnorm.optim import adam as rlnorm_adam
 from rlnorm.replay import ReplayBuffer, Transitions
 from rlnorm.safety import frozen_statistics, label_layers
 from rlnorm.targets import StepCounter
@@ -228,7 +228,7 @@ def adam(
     module: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999)
 ) -> torch.optim.Adam:
     """Adam over ``module``'s parameters (torch's default betas unless given)."""
-    return Adam(module.parameters(), lr=lr, betas=betas, foreach=True)
+    return rlnorm_adam(module.parameters(), lr=lr, betas=betas)
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
-from rlnorm import members
+from rlnorm import members, optim
 from rlnorm import norm as norms
 from rlnorm.agent import ActOutput, Agent, OnPolicy, network_dtype
 from rlnorm.agents import register
@@ -82,7 +82,6 @@ from rlnorm.metrics import (
 )
 from rlnorm.minibatches import Minibatch, ValidSamples
 from rlnorm.nets import mlp, orthogonal_init
-from rlnorm.optim import Adam
 from rlnorm.rollout import Rollout
 from rlnorm.safety import frozen_statistics, label_layers, train_and_eval_outputs
 
@@ -222,9 +221,7 @@ class PPO(Agent):
         if config.norm_statistics == "cumulative":
             for net in (self.actor, self.critic):
                 norms.use_cumulative_statistics(net)
-        # foreach: one op per step for all tensors (CPU defaults to one per tensor; the same
-        # arithmetic, the same bits)
-        self.optimizer = Adam(self.params, lr=config.lr, eps=1e-5, foreach=True)
+        self.optimizer = optim.adam(self.params, lr=config.lr, eps=1e-5)
         if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, device=self.device)
             self.high = torch.as_tensor(action_space.high, device=self.device)
@@ -332,8 +329,9 @@ class PPO(Agent):
         #    of a permutation, never a remainder of one sample (BatchNorm needs >= 2). In a
         #    population, losses are summed over members, each gradient clipped by its own norm.
         clip_grad_norm_ = (
-            nn.utils.clip_grad_norm_ if self.draws.members is None else members.clip_grad_norm_
+            optim.clip_grad_norm_ if self.draws.members is None else members.clip_grad_norm_
         )
+        weights = self.params
         stats: dict[str, list[torch.Tensor]] = {
             k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
         }
@@ -377,7 +375,7 @@ class PPO(Agent):
                     diagnostics |= self._first_minibatch_ratio(ratio.detach(), mb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                clip_grad_norm_(self.params, cfg.max_grad_norm)
+                clip_grad_norm_(weights, cfg.max_grad_norm)
                 with stepping(self.optimizer, mb.active):  # a population's skipping members
                     self.optimizer.step()
 

@@ -9,6 +9,10 @@ per process: more than a short ``rlnorm train``, an ``rlnorm eval`` or a sweep t
 on anything else but importing torch. Disabling a compiler that is not loaded does nothing,
 so :class:`Adam` calls the unwrapped methods while ``torch._dynamo`` is not imported, and
 torch's own wrapped ones once it is. The arithmetic is torch's, to the bit (tested).
+
+:func:`adam` builds one with torch's fused kernel where torch has one for the parameters'
+device: one kernel over every tensor, where the ``foreach`` path runs about ten
+multi-tensor ops, each a loop of small kernels on a CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -71,6 +75,11 @@ class Adam(torch.optim.Adam):
         return _unwrapped(torch.optim.Optimizer.add_param_group)(self, param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        if set_to_none:  # torch's loop, less its profiler range
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            return None
         if _compiler_loaded():
             return super().zero_grad(set_to_none)
         return _unwrapped(torch.optim.Optimizer.zero_grad)(self, set_to_none)
@@ -94,3 +103,26 @@ class Adam(torch.optim.Adam):
         # What torch's wrapper does around the step, less its graph breaks for the compiler.
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             return _unwrapped(torch.optim.Adam.step)(self, closure)
+
+
+def adam(params: Any, **defaults: Any) -> Adam:
+    """:class:`Adam` with torch's fused kernel (CPU from torch 2.4, CUDA), else its
+    multi-tensor ``foreach`` path, which CPU parameters do not get by default. The two
+    differ only in rounding (the fused kernel orders some products differently)."""
+    params = list(params)
+    try:
+        return Adam(params, fused=True, **defaults)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return Adam(params, foreach=True, **defaults)
+
+
+def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (the 2-norm), to the bit, in
+    four multi-tensor ops: torch's spends as long again grouping the gradients by device
+    and dtype and moving each norm to the first one's device, on every call."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp(max=1.0))
+    return total
