@@ -89,6 +89,12 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def registered() -> int:
+    """How many kinds are registered. Kinds are only ever added, so an answer of
+    :func:`kind_of` stays true while this count is unchanged."""
+    return len(_REGISTRY)
+
+
 def kind_of(module: nn.Module) -> NormKind | None:
     """The registered kind whose layer type ``module`` is, or ``None`` if it is no norm layer."""
     for kind in _REGISTRY.values():

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from rlnorm import norm
 from rlnorm.layers import BatchGuard
 from rlnorm.norm import kind_of
 
@@ -41,6 +42,10 @@ class _Tree:
         self.subs = subs[1:]  # the root itself is not held: the cache must not keep it alive
         self.root_children = dict(root._modules)
         self.children = [dict(m._modules) for m in self.subs]
+        #: Positions in ``[root, *subs]`` of the mode-dependent norm layers, and the size of
+        #: the norm registry they were found with (:func:`_mode_dependent_layers`).
+        self.mode_dependent: list[int] | None = None
+        self.kinds = 0
 
     def still_valid(self, root: nn.Module) -> bool:
         """Whether every module's ``_modules`` (read afresh: a module may have been given a
@@ -62,13 +67,30 @@ def _tree_of(root: nn.Module) -> list[nn.Module]:
     return [root, *tree.subs]
 
 
-def _submodules(modules: Iterable[nn.Module]) -> list[nn.Module]:
-    """Every distinct submodule of ``modules`` (a module reached twice is recorded once)."""
+def _mode_dependent_layers(root: nn.Module) -> list[nn.Module]:
+    """``root``'s mode-dependent norm layers (BatchNorm: see :mod:`rlnorm.norm`), cached
+    with its tree while neither the tree nor the norm registry (which only grows) changes."""
+    modules = _tree_of(root)
+    tree = _trees[root]
+    if tree.mode_dependent is None or tree.kinds != norm.registered():
+        tree.kinds = norm.registered()
+        tree.mode_dependent = [
+            i for i, m in enumerate(modules) if (k := kind_of(m)) is not None and k.mode_dependent
+        ]
+    return [modules[i] for i in tree.mode_dependent]
+
+
+def _submodules(
+    modules: Iterable[nn.Module],
+    of: Callable[[nn.Module], list[nn.Module]] = _tree_of,
+) -> list[nn.Module]:
+    """Every distinct submodule of ``modules`` (a module reached twice is recorded once), or
+    those ``of`` picks from each root's tree."""
     found: list[nn.Module] = []
     for root in modules:
         if not isinstance(root, nn.Module):
             raise TypeError(f"expected torch.nn.Module, got {type(root).__name__}")
-        found += _tree_of(root)
+        found += of(root)
     if len(set(map(id, found))) == len(found):  # the usual case: disjoint trees
         return found
     return list({id(m): m for m in found}.values())
@@ -145,8 +167,7 @@ def frozen_statistics(*modules: nn.Module) -> Iterator[None]:
     the update, exactly the function that acts, which is what an on-policy importance ratio
     assumes. The statistics must then be refreshed separately (a train-mode forward pass).
     """
-    layers = [m for m in _submodules(modules) if (k := kind_of(m)) is not None and k.mode_dependent]
-    with _mode(tuple(layers), train=False):
+    with _mode(tuple(_submodules(modules, _mode_dependent_layers)), train=False):
         yield
 
 

@@ -55,10 +55,15 @@ class TargetNetwork(nn.Module):
         """Polyak-average the parameters, ``target <- (1 - tau) target + tau online``, and
         copy every buffer (running statistics, batch counters: all of them, by position in
         the module tree, not by name). ``tau = 1`` makes the target an exact copy."""
-        for param, source in zip(self.net.parameters(), online.parameters(), strict=True):
-            param.lerp_(source, tau)
-        for buf, online_buf in zip(self.net.buffers(), online.buffers(), strict=True):
-            buf.copy_(online_buf)
+        params: list[torch.Tensor] = list(self.net.parameters())
+        sources: list[torch.Tensor] = list(online.parameters())
+        buffers, online_buffers = list(self.net.buffers()), list(online.buffers())
+        if len(params) != len(sources) or len(buffers) != len(online_buffers):
+            raise ValueError("the target and its online network differ in parameters or buffers")
+        if params:  # one multi-tensor op each, not a loop of small ones
+            torch._foreach_lerp_(params, sources, tau)
+        if buffers:
+            torch._foreach_copy_(buffers, online_buffers)
 
 
 def critic_pass(

@@ -255,7 +255,7 @@ def test_targets_receive_every_buffer_and_polyak_parameters(name: str, norm: str
         for p_old, p_target, p_online in zip(
             old, target.parameters(), online.parameters(), strict=True
         ):
-            torch.testing.assert_close(p_target, torch.lerp(p_old, p_online, tau))
+            assert torch.equal(p_target, torch.lerp(p_old, p_online, tau))  # torch.lerp, to the bit
             assert not p_target.requires_grad
 
 
