@@ -2,13 +2,16 @@
 
 For each population size K (1: an ordinary ``--seed 0`` run; K > 1: ``--seeds 0-(K-1)``),
 a child process trains the agent's shipped Pendulum-v1 config and times the agent's
-``update`` calls after a warm-up (wall and CPU time per update), then profiles a window of
-updates with ``torch.profiler`` and splits their CPU time into matrix products (``mm``,
-``bmm``, ``addmm``, ``baddbmm``: the network's arithmetic, with the FLOP rate the profiler
-counts for them), the batch-norm kernel (forward and backward) and everything else. The
-table shows what a population's update costs per member, and how much of it is the
-arithmetic that grows with K (one seed's update is mostly per-op overhead, which a
-population shares)::
+``update`` calls after a warm-up (wall and CPU time per update), then times every aten op
+of a window of updates on its own (a ``TorchDispatchMode`` that reads the clock around each
+op: it sees the ops autograd's backward runs too, and, unlike ``torch.profiler``, adds its
+overhead outside what it measures) and sorts them: matrix products (``mm``, ``bmm``,
+``addmm``, ``baddbmm``, with the FLOP rate from their shapes), the batch-norm kernel
+(forward and backward), activations (ReLU, tanh and their backward), copies, the
+optimizer's kernels, other ops, and the rest of the update (Python, dispatch). The *floor*
+is what a population cannot share between its members: its products, batch-norm and
+activation kernels, against one seed's whole update. Where it exceeds a target ratio, no
+saving of per-op overhead reaches that ratio on this machine::
 
     taskset -c 1 python benchmarks/update_cost.py [--agent crossq] [--sizes 1 8]
         [--updates 300] [--conditions TEXT] [--output FILE]
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -25,27 +29,68 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 RESULTS = Path(__file__).parent / "results" / "update_cost.md"
 WARMUP = 150  # updates before timing: replay past its first batches, allocator settled
-MATMUL = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
-BATCH_NORM = ("aten::native_batch_norm", "aten::native_batch_norm_backward")
+MATMUL = ("mm", "bmm", "addmm", "baddbmm")
+#: The op kinds in table order; the first three make the floor.
+CATEGORIES = {
+    "matrix products": MATMUL,
+    "batch-norm kernel": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
+    "activations": ("relu", "relu_", "threshold_backward", "clamp_min", "tanh", "tanh_backward"),
+    "copies": ("copy_", "clone", "_to_copy", "contiguous"),
+    "optimizer": ("_fused_adam_",),  # and every _foreach_ op
+}
+
+
+KINDS = [*CATEGORIES, "other ops"]
+
+
+def category(op: str) -> str:
+    if op.startswith("_foreach_"):
+        return "optimizer"
+    return next((name for name, ops in CATEGORIES.items() if op in ops), "other ops")
+
+
+def matmul_flops(op: str, args: tuple[Any, ...]) -> int:
+    """2 m n k per product (``bmm``/``baddbmm``: per batch entry) from the operands' shapes."""
+    a, b = (args[1], args[2]) if op in ("addmm", "baddbmm") else (args[0], args[1])
+    return 2 * math.prod(a.shape) * b.shape[-1]
+
+
+class OpTimer(TorchDispatchMode):
+    """Each aten op's own wall time and, for products, FLOPs, summed by category."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        elapsed = time.perf_counter() - start
+        op = func.overloadpacket.__name__
+        self.seconds[category(op)] += elapsed
+        if op in MATMUL:
+            self.flops += matmul_flops(op, args)
+        return out
 
 
 def child(agent: str, size: int, updates: int) -> dict[str, Any]:
-    """Train in this process, timing ``updates`` updates and profiling ``updates // 3``."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """Train in this process, timing ``updates`` updates, then op-timing ``updates // 3``."""
     from rlnorm import agents, cli
 
     cls = agents.get(agent)
     original = cls.update
-    timed_end, profiled_end = WARMUP + updates, WARMUP + updates + updates // 3
-    state: dict[str, Any] = {"calls": 0}
+    timed_end, op_timed_end = WARMUP + updates, WARMUP + updates + updates // 3
+    state: dict[str, Any] = {"calls": 0, "timer": OpTimer()}
 
     def update(self: Any, batch: Any, progress: float) -> dict[str, float]:
         state["calls"] += 1
@@ -55,15 +100,13 @@ def child(agent: str, size: int, updates: int) -> dict[str, Any]:
         if n == timed_end + 1:
             state["wall"] = (time.perf_counter() - state["wall"]) / updates
             state["cpu"] = (time.process_time() - state["cpu"]) / updates
-            state["profiler"] = profile(activities=[ProfilerActivity.CPU], with_flops=True)
-            state["profiler"].__enter__()
-        metrics = original(self, batch, progress)
-        if n == profiled_end:
-            state["profiler"].__exit__(None, None, None)
-        return metrics
+        if timed_end < n <= op_timed_end:  # only inside update: acting is not counted
+            with state["timer"]:
+                return original(self, batch, progress)
+        return original(self, batch, progress)
 
     cls.update = update  # type: ignore[method-assign]
-    steps = profiled_end + 200  # one update per env step after 100 random warm-up steps
+    steps = op_timed_end + 200  # one update per env step after 100 random warm-up steps
     seeds = ["--seed", "0"] if size == 1 else ["--seeds", f"0-{size - 1}"]
     argv = ["train", "--agent", agent, "--env", "Pendulum-v1", "--steps", str(steps),
             "--threads", "1", "--quiet", "--set", "train.eval_every=0",
@@ -76,18 +119,15 @@ def child(agent: str, size: int, updates: int) -> dict[str, Any]:
             cli.main(argv)
         finally:
             os.chdir(cwd)
-    events = state["profiler"].key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
-    flops = sum(e.flops for e in events if e.key in MATMUL)
-    norm = sum(e.self_cpu_time_total for e in events if e.key in BATCH_NORM)
+    timer, window = state["timer"], updates // 3
+    ms = {name: 1e3 * seconds / window for name, seconds in timer.seconds.items()}
+    matmul_s = timer.seconds["matrix products"]
     return {
         "wall_ms": 1e3 * state["wall"],
         "cpu_ms": 1e3 * state["cpu"],
-        "matmul_share": matmul / total,
-        "norm_share": norm / total,
-        "gflops": flops / (matmul * 1e-6) / 1e9 if matmul else 0.0,
-        "mflop_per_update": flops / (updates // 3) / 1e6,
+        "op_ms": ms,
+        "gflops": timer.flops / matmul_s / 1e9 if matmul_s else 0.0,
+        "mflop_per_update": timer.flops / window / 1e6,
     }
 
 
@@ -132,20 +172,27 @@ def write(rows: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) -> N
         *([f"- Conditions: {args.conditions}"] if args.conditions else []),
         f"- `{args.agent}`'s shipped `configs/{args.agent}/Pendulum-v1.yaml`; after {WARMUP} "
         f"updates, {args.updates} updates timed (the agent's `update`: replay sample, critic, "
-        f"delayed actor and temperature, optimizers), then {args.updates // 3} profiled. "
-        "*Matrix products*: `mm`, `bmm`, `addmm`, `baddbmm`, the networks' arithmetic; "
-        "*batch-norm kernel*: its forward and backward; shares of the profiled CPU time.",
+        "delayed actor and temperature, optimizers). "
+        "Op columns: ms per update of each kind of aten op's own time, timed apart in a "
+        f"window of {args.updates // 3} further updates (the script's docstring); *rest*: "
+        "the CPU per update less them all (Python, dispatch, autograd's bookkeeping). "
+        "*Floor*: matrix products + batch-norm kernel + activations, over one seed's CPU per "
+        "update.",
         "",
         "| seeds K | wall ms / update | CPU ms / update | x one seed (CPU) | per member, x one "
-        "seed | matrix products | batch-norm kernel | matmul GFLOP/s | MFLOP / update |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"seed | {' | '.join(KINDS)} | rest | floor, x one seed | matmul GFLOP/s | "
+        "MFLOP / update |",
+        "|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|---|---|",
     ]
     for size, r in rows:
         ratio = r["cpu_ms"] / one["cpu_ms"]
+        op_ms = [r["op_ms"].get(kind, 0.0) for kind in KINDS]
+        floor = sum(op_ms[:3]) / one["cpu_ms"]
         lines.append(
             f"| {size} | {r['wall_ms']:.2f} | {r['cpu_ms']:.2f} | {ratio:.2f} | "
-            f"{ratio / size:.2f} | {100 * r['matmul_share']:.0f}% | "
-            f"{100 * r['norm_share']:.0f}% | {r['gflops']:.0f} | {r['mflop_per_update']:.0f} |"
+            f"{ratio / size:.2f} | {' | '.join(f'{v:.2f}' for v in op_ms)} | "
+            f"{r['cpu_ms'] - sum(op_ms):.2f} | {floor:.2f} | {r['gflops']:.0f} | "
+            f"{r['mflop_per_update']:.0f} |"
         )
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")

@@ -9,8 +9,10 @@ others, and must skip the remaining gradient steps as its own run never takes th
 ``[K]`` in every parameter's state) and :func:`stepping` lets only some members step, so
 member ``k``'s weights, moments and count stay exactly those of the run ``--seed k``.
 
-The update is torch's Adam (no weight decay, AMSGrad or maximize: the agents use none),
-written with ``torch._foreach`` ops as torch's own multi-tensor path is.
+The update is torch's Adam (no weight decay, AMSGrad or maximize: the agents use none):
+its fused kernel while the members' counts are equal and the optimizer was built fused
+(:func:`rlnorm.optim.adam`), else written with ``torch._foreach`` ops as torch's own
+multi-tensor path is, with each member's count.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class MemberAdam(Adam):
 
     def __init__(self, params: Any, **defaults: Any) -> None:
         super().__init__(params, **defaults)
+        # Per group, the count tensor last checked and whether every member was at one
+        # count: a host sync only when the counts were replaced or stepping() held some
+        # members back.
+        self._even: dict[int, tuple[torch.Tensor, bool]] = {}
         for group in self.param_groups:
             unsupported = [k for k in ("weight_decay", "amsgrad", "maximize") if group[k]]
             if unsupported or group["differentiable"]:
@@ -44,7 +50,7 @@ class MemberAdam(Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -55,6 +61,16 @@ class MemberAdam(Adam):
             exp_avg_sqs = [s["exp_avg_sq"] for s in states]
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
+            if group["fused"] and self._counts_even(index, steps[0]):
+                # Members that always stepped together (off-policy agents; PPO members with
+                # equal minibatch counts): torch's fused kernel, as each member's single
+                # run uses, with their one count.
+                torch._fused_adam_(
+                    params, grads, exp_avgs, exp_avg_sqs, [], [steps[0][0]] * len(params),
+                    lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
+                    eps=group["eps"], amsgrad=False, maximize=False,
+                )  # fmt: skip
+                continue
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
@@ -81,6 +97,13 @@ class MemberAdam(Adam):
             torch._foreach_mul_(updates, step_sizes)
             torch._foreach_add_(params, updates)
         return loss
+
+    def _counts_even(self, group: int, step: torch.Tensor) -> bool:
+        """Whether every member's count in ``group`` equals the first's (``step``: ``[K]``)."""
+        checked = self._even.get(group)
+        if checked is None or checked[0] is not step:
+            checked = self._even[group] = (step, bool((step == step[0]).all()))
+        return checked[1]
 
     def _state_of(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
@@ -111,3 +134,4 @@ def stepping(optimizer: torch.optim.Optimizer, active: torch.Tensor | None) -> I
     with torch.no_grad():
         for tensor, before in saved:
             tensor[idle] = before
+    optimizer._even.clear()  # the idle members' counts fell behind

@@ -644,19 +644,20 @@ def test_a_mask_with_fewer_than_two_real_rows_is_refused() -> None:
         stacked(x)
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("norm", ["batch", "layer"])
-def test_member_adam_is_k_adams_and_an_idle_member_stays_put(norm: str) -> None:
+def test_member_adam_is_k_adams_and_an_idle_member_stays_put(norm: str, fused: bool) -> None:
     """MemberAdam over the stack equals K torch Adams (to 1e-10 after 5 steps), and a
     member left out of a step by ``stepping`` keeps its weights, moments and step count, as
-    if the step had never been offered to it (member 1 skips steps 2 and 4)."""
+    if the step had never been offered to it (member 1 skips steps 2 and 4). Fused: the
+    fused kernel while the counts are even (steps 0-2), the per-member path after."""
     from rlnorm.member_adam import MemberAdam, stepping
 
     singles = build(lambda: _policy(False)(norm))
     stacked = members.stack(singles)
-    stacked_opt = MemberAdam(stacked.parameters(), lr=1e-2, eps=1e-5, betas=(0.5, 0.999))
-    opts = [
-        torch.optim.Adam(m.parameters(), lr=1e-2, eps=1e-5, betas=(0.5, 0.999)) for m in singles
-    ]
+    hyper = {"lr": 1e-2, "eps": 1e-5, "betas": (0.5, 0.999), "fused": fused}
+    stacked_opt = MemberAdam(stacked.parameters(), **hyper)
+    opts = [torch.optim.Adam(m.parameters(), **hyper) for m in singles]
     gen = torch.Generator().manual_seed(3)
     for step in range(5):
         x = member_inputs(gen)
