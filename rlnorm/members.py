@@ -434,6 +434,10 @@ def clip_grad_norm_(
     norms = [torch.linalg.vector_norm(g.reshape(count, -1), norm_type, dim=1) for g in grads]
     total = torch.linalg.vector_norm(torch.stack(norms), norm_type, dim=0)
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    # one view of the coefficients per gradient rank and dtype, one multi-tensor multiply
+    views: dict[tuple[int, torch.dtype], torch.Tensor] = {}
     for g in grads:
-        g.mul_(per_member(coef.to(g.dtype), g))
+        if (g.dim(), g.dtype) not in views:
+            views[g.dim(), g.dtype] = per_member(coef.to(g.dtype), g)
+    torch._foreach_mul_(grads, [views[g.dim(), g.dtype] for g in grads])
     return total
