@@ -108,7 +108,7 @@ class Adam(torch.optim.Adam):
 def adam(params: Any, **defaults: Any) -> Adam:
     """:class:`Adam` with torch's fused kernel (CPU from torch 2.4, CUDA), else its
     multi-tensor ``foreach`` path, which CPU parameters do not get by default. The two
-    differ only in rounding (the fused kernel orders some products differently)."""
+    differ only in rounding."""
     params = list(params)
     try:
         return Adam(params, fused=True, **defaults)

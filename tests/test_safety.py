@@ -167,6 +167,22 @@ def test_frozen_statistics_uses_running_statistics_and_keeps_them() -> None:
     assert all(torch.equal(a, b) for a, b in zip(stats, net.buffers(), strict=True))
 
 
+def test_frozen_statistics_finds_a_norm_layer_added_after_an_earlier_use() -> None:
+    """Its list of norm layers is cached with the module tree; a layer added later (a tree
+    change) is frozen too, and one that was removed is no longer touched."""
+    net = mlp(5, 3, norm="batch").train()
+    with frozen_statistics(net):
+        assert not net[1].training
+    net.add_module("extra", nn.BatchNorm1d(3))
+    with frozen_statistics(net):
+        assert not net[1].training and not net.extra.training
+    assert net.extra.training  # its own mode back on exit
+    removed = net.extra
+    del net.extra
+    with frozen_statistics(net):
+        assert removed.training
+
+
 def test_train_and_eval_outputs_has_no_side_effects() -> None:
     net = _moved_net("batch").train()
     net[4].eval()
