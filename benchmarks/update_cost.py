@@ -2,7 +2,8 @@
 
 For each population size K (1: an ordinary ``--seed 0`` run; K > 1: ``--seeds 0-(K-1)``),
 a child process trains the agent's shipped Pendulum-v1 config and times the agent's
-``update`` calls after a warm-up (wall and CPU time per update), then times every aten op
+``update`` calls after a warm-up (wall and CPU time per update, inside the calls: not the
+acting and env steps between them), then times every aten op
 of a window of updates on its own (a ``TorchDispatchMode`` that reads the clock around each
 op: it sees the ops autograd's backward runs too, and, unlike ``torch.profiler``, adds its
 overhead outside what it measures) and sorts them: matrix products (``mm``, ``bmm``,
@@ -90,17 +91,18 @@ def child(agent: str, size: int, updates: int) -> dict[str, Any]:
     cls = agents.get(agent)
     original = cls.update
     timed_end, op_timed_end = WARMUP + updates, WARMUP + updates + updates // 3
-    state: dict[str, Any] = {"calls": 0, "timer": OpTimer()}
+    state: dict[str, Any] = {"calls": 0, "timer": OpTimer(), "wall": 0.0, "cpu": 0.0}
 
     def update(self: Any, batch: Any, progress: float) -> dict[str, float]:
         state["calls"] += 1
         n = state["calls"]
-        if n == WARMUP + 1:
-            state["wall"], state["cpu"] = time.perf_counter(), time.process_time()
-        if n == timed_end + 1:
-            state["wall"] = (time.perf_counter() - state["wall"]) / updates
-            state["cpu"] = (time.process_time() - state["cpu"]) / updates
-        if timed_end < n <= op_timed_end:  # only inside update: acting is not counted
+        if WARMUP < n <= timed_end:  # the update call alone: acting and env steps are not
+            wall, cpu = time.perf_counter(), time.process_time()
+            metrics = original(self, batch, progress)
+            state["wall"] += (time.perf_counter() - wall) / updates
+            state["cpu"] += (time.process_time() - cpu) / updates
+            return metrics
+        if timed_end < n <= op_timed_end:
             with state["timer"]:
                 return original(self, batch, progress)
         return original(self, batch, progress)
