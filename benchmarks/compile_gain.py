@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from provenance import header
 from torch import nn
 
 RESULTS = Path(__file__).parent / "results" / "compile_gain.md"
@@ -145,20 +141,9 @@ def main() -> None:
     sac.critic_loss, sac.actor_loss = sac._critic_loss, sac._actor_loss
     rows.append(("eager, again", cpu_ms_per_update(sac, args.updates), None))
     eager = (rows[0][1] + rows[2][1]) / 2
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    software = f"torch {torch.__version__}, one torch thread"
     lines = [
-        "# torch.compile on a small SAC update (CPU)",
-        "",
-        f"- Command: `taskset -c {cores} python benchmarks/compile_gain.py "
-        f"{shlex.join(sys.argv[1:])}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
-        f"torch {torch.__version__}, one torch thread, pinned to core(s) {cores}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
+        *header("torch.compile on a small SAC update (CPU)", software, args.conditions),
         f"- {args.updates} updates timed per row (CPU time) after 50 untimed; the update and "
         "what is compiled: the script's docstring. The ratio is against the mean of the two "
         "eager rows.",

@@ -41,7 +41,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -54,7 +53,15 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_population_peers import ONE_THREAD, Row, installed, median_row, version, worker_rlnorm
+from provenance import header
+from seed_population_peers import (
+    ONE_THREAD,
+    Row,
+    installed,
+    median_row,
+    software_line,
+    worker_rlnorm,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "offpolicy_peers.md"
@@ -267,26 +274,14 @@ def table_line(row: Row, rows: list[Row]) -> str:
 
 
 def write(rows: list[Row], args: argparse.Namespace) -> None:
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout
-
-    commit = git("rev-parse", "--short", "HEAD").strip()
-    # an editable install runs the working tree: edits to tracked files are part of what was timed
-    dirty = " plus uncommitted changes" if git("status", "--porcelain", "-uno").strip() else ""
-    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-    versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES)
     lines = [
-        f"# SAC and CrossQ on {ENV_ID} beside SB3 and sbx",
-        "",
-        f"- Command: `taskset -c {cores} python benchmarks/offpolicy_peers.py "
-        f"{shlex.join(sys.argv[1:])}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`{dirty}",
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}, "
-        f"Python {platform.python_version()}), {versions}; one thread per process "
-        f"(`{' '.join(f'{k}={v}' for k, v in ONE_THREAD.items())}`), one process at a time, "
-        f"pinned to core(s) {cores}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
+        *header(
+            f"SAC and CrossQ on {ENV_ID} beside SB3 and sbx",
+            software_line(PACKAGES),
+            args.conditions,
+            python=True,
+            mark_uncommitted=True,
+        ),
         f"- {args.steps} env steps per seed, `configs/{{sac,crossq}}/{ENV_ID}.yaml`'s "
         "hyperparameters (the peers' unmatched ones: the script's docstring), then a "
         f"deterministic evaluation of each seed over {EVAL_EPISODES} episodes. Wall: the whole "

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import shlex
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from provenance import header
 
 RESULTS = Path(__file__).parent / "results" / "seed_population.md"
 
@@ -97,21 +94,9 @@ def main() -> None:
 
 
 def write(rows: list[tuple], args: argparse.Namespace) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    software = f"torch {torch.__version__}, one torch thread, one process of this script at a time"
     lines = [
-        "# Seed populations: many seeds in one process",
-        "",
-        f"- Command: `taskset -c {cores} python benchmarks/seed_population.py "
-        f"{shlex.join(sys.argv[1:])}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
-        f"torch {torch.__version__}, one torch thread, one process of this script at a time, "
-        f"pinned to core(s) {cores}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
+        *header("Seed populations: many seeds in one process", software, args.conditions),
         f"- Each agent's shipped `configs/<agent>/{args.env}.yaml`, {args.steps} env steps per "
         "seed, final evaluation over 20 episodes; wall time of the whole command (start-up, "
         "evaluations and checkpoints included); CPU s is its user + system time, less "

@@ -48,7 +48,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -60,6 +59,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
+from provenance import header
 
 RESULTS = Path(__file__).parent / "results" / "seed_population_peers.md"
 ENV_ID = "CartPole-v1"
@@ -627,24 +627,21 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def software_line(packages: tuple[str, ...]) -> str:
+    """The results header's software: each package's version and the one-thread settings."""
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    threads = " ".join(f"{k}={v}" for k, v in ONE_THREAD.items())
+    return f"{versions}; one thread per process (`{threads}`), one process at a time"
+
+
 def write(rows: list[Row], args: argparse.Namespace) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-    versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES)
     lines = [
-        "# PPO seed populations beside SB3, sbx and PureJaxRL-style JAX",
-        "",
-        f"- Command: `taskset -c {cores} python benchmarks/seed_population_peers.py "
-        f"{shlex.join(sys.argv[1:])}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}, "
-        f"Python {platform.python_version()}), {versions}; one thread per process "
-        f"(`{' '.join(f'{k}={v}' for k, v in ONE_THREAD.items())}`), one process at a time, "
-        f"pinned to core(s) {cores}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
+        *header(
+            "PPO seed populations beside SB3, sbx and PureJaxRL-style JAX",
+            software_line(PACKAGES),
+            args.conditions,
+            python=True,
+        ),
         f"- PPO on {ENV_ID}, `configs/ppo/CartPole-v1.yaml`'s hyperparameters, {args.steps} "
         "env steps per seed (whole rollouts of 256: "
         f"{-(-args.steps // 256) * 256}), final evaluation of each seed's greedy policy over "

@@ -24,8 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import header
 from torch.utils._python_dispatch import TorchDispatchMode
 
 RESULTS = Path(__file__).parent / "results" / "update_cost.md"
@@ -157,21 +156,10 @@ def main() -> None:
 
 
 def write(rows: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     one = dict(rows)[1] if 1 in dict(rows) else rows[0][1]
+    software = f"torch {torch.__version__}, one torch thread"
     lines = [
-        "# One update's cost: one seed against a population",
-        "",
-        f"- Command: `taskset -c {cores} python benchmarks/update_cost.py "
-        f"{shlex.join(sys.argv[1:])}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
-        f"- Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
-        f"torch {torch.__version__}, one torch thread, pinned to core(s) {cores}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        *([f"- Conditions: {args.conditions}"] if args.conditions else []),
+        *header("One update's cost: one seed against a population", software, args.conditions),
         f"- `{args.agent}`'s shipped `configs/{args.agent}/Pendulum-v1.yaml`; after {WARMUP} "
         f"updates, {args.updates} updates timed (the agent's `update`: replay sample, critic, "
         "delayed actor and temperature, optimizers). "
