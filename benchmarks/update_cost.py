@@ -1,7 +1,8 @@
 """What one gradient update costs, one seed against a population, and where the time goes.
 
 For each population size K (1: an ordinary ``--seed 0`` run; K > 1: ``--seeds 0-(K-1)``),
-a child process trains the agent's shipped Pendulum-v1 config and times the agent's
+a child process trains the agent's shipped config for ``--env`` (Pendulum-v1 unless
+given) and times the agent's
 ``update`` calls after a warm-up (wall and CPU time per update, inside the calls: not the
 acting and env steps between them), then times every aten op
 of a window of updates on its own (a ``TorchDispatchMode`` that reads the clock around each
@@ -14,8 +15,8 @@ is what a population cannot share between its members: its products, batch-norm 
 activation kernels, against one seed's whole update. Where it exceeds a target ratio, no
 saving of per-op overhead reaches that ratio on this machine::
 
-    taskset -c 1 python benchmarks/update_cost.py [--agent crossq] [--sizes 1 8]
-        [--updates 300] [--conditions TEXT] [--output FILE]
+    taskset -c 1 python benchmarks/update_cost.py [--agent crossq] [--env Pendulum-v1]
+        [--sizes 1 8] [--updates 300] [--conditions TEXT] [--output FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ CATEGORIES = {
 
 
 KINDS = [*CATEGORIES, "other ops"]
+WHAT = (
+    "replay sample, critic, delayed actor and temperature, optimizers",
+    "advantages, then every epoch's minibatch steps over one rollout",
+)
 
 
 def category(op: str) -> str:
@@ -70,6 +75,7 @@ class OpTimer(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.seconds: dict[str, float] = defaultdict(float)
+        self.by_op: dict[str, float] = defaultdict(float)
         self.flops = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -78,12 +84,24 @@ class OpTimer(TorchDispatchMode):
         elapsed = time.perf_counter() - start
         op = func.overloadpacket.__name__
         self.seconds[category(op)] += elapsed
+        self.by_op[op] += elapsed
         if op in MATMUL:
             self.flops += matmul_flops(op, args)
         return out
 
 
-def child(agent: str, size: int, updates: int) -> dict[str, Any]:
+def steps_per_update(agent: str, env: str) -> int:
+    """Env steps per ``update`` call: PPO's rollout (steps x envs), else one."""
+    from rlnorm import config
+
+    if agent != "ppo":
+        return 1
+    path = config.packaged_config(agent, env)
+    data = config.read_yaml(path) if path else {}
+    return int(data["agent"]["rollout_steps"]) * int(data["train"]["num_envs"])
+
+
+def child(agent: str, env: str, size: int, updates: int) -> dict[str, Any]:
     """Train in this process, timing ``updates`` updates, then op-timing ``updates // 3``."""
     from rlnorm import agents, cli
 
@@ -107,9 +125,10 @@ def child(agent: str, size: int, updates: int) -> dict[str, Any]:
         return original(self, batch, progress)
 
     cls.update = update  # type: ignore[method-assign]
-    steps = op_timed_end + 200  # one update per env step after 100 random warm-up steps
+    # off-policy: one update per env step after its random warm-up steps (100 or fewer)
+    steps = (op_timed_end + 200) * steps_per_update(agent, env)
     seeds = ["--seed", "0"] if size == 1 else ["--seeds", f"0-{size - 1}"]
-    argv = ["train", "--agent", agent, "--env", "Pendulum-v1", "--steps", str(steps),
+    argv = ["train", "--agent", agent, "--env", env, "--steps", str(steps),
             "--threads", "1", "--quiet", "--set", "train.eval_every=0",
             "--set", "train.checkpoint_every=0", "--set", "train.final_eval_episodes=1",
             *seeds]  # fmt: skip
@@ -129,12 +148,17 @@ def child(agent: str, size: int, updates: int) -> dict[str, Any]:
         "op_ms": ms,
         "gflops": timer.flops / matmul_s / 1e9 if matmul_s else 0.0,
         "mflop_per_update": timer.flops / window / 1e6,
+        "top_ops_ms": {
+            op: round(1e3 * seconds / window, 3)
+            for op, seconds in sorted(timer.by_op.items(), key=lambda kv: -kv[1])[:15]
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="crossq")
+    parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
@@ -142,11 +166,12 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.agent, args.child, args.updates)))
+        print(json.dumps(child(args.agent, args.env, args.child, args.updates)))
         return
     rows = []
     for size in args.sizes:
-        argv = [sys.executable, __file__, "--agent", args.agent, "--updates", str(args.updates),
+        argv = [sys.executable, __file__, "--agent", args.agent, "--env", args.env,
+                "--updates", str(args.updates),
                 "--child", str(size)]  # fmt: skip
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
@@ -160,9 +185,9 @@ def write(rows: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) -> N
     software = f"torch {torch.__version__}, one torch thread"
     lines = [
         *header("One update's cost: one seed against a population", software, args.conditions),
-        f"- `{args.agent}`'s shipped `configs/{args.agent}/Pendulum-v1.yaml`; after {WARMUP} "
-        f"updates, {args.updates} updates timed (the agent's `update`: replay sample, critic, "
-        "delayed actor and temperature, optimizers). "
+        f"- `{args.agent}`'s shipped `configs/{args.agent}/{args.env}.yaml`; after {WARMUP} "
+        f"updates, {args.updates} updates timed (the agent's `update`: "
+        f"{WHAT[args.agent == 'ppo']}). "
         "Op columns: ms per update of each kind of aten op's own time, timed apart in a "
         f"window of {args.updates // 3} further updates (the script's docstring); *rest*: "
         "the CPU per update less them all (Python, dispatch, autograd's bookkeeping). "

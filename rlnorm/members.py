@@ -12,7 +12,9 @@ post's shared-statistics bug again), its own gradients.
   or torch's) -> :class:`MemberBatchNorm1d`, :class:`rlnorm.layers.BatchRenorm1d` ->
   :class:`MemberBatchRenorm1d`, ``nn.LayerNorm``, :class:`rlnorm.layers.RMSNorm`,
   :class:`rlnorm.layers.CosineLinear` and a weight-normalized ``nn.Linear``
-  (:func:`rlnorm.layers.weight_normed_linear`) to theirs. Every other module keeps its
+  (:func:`rlnorm.layers.weight_normed_linear`) to theirs. ``nn.Tanh`` becomes
+  :class:`rlnorm.activations.Tanh`, whose CPU kernel is vectorized (a population's
+  activations are K times larger, and torch's CPU tanh is scalar). Every other module keeps its
   class and its own ``forward``: a copy of ``modules[0]`` whose children are stacked in
   turn, so containers (``MLP``, ``Critics``, PPO's ``Policy``, ``TargetNetwork``, a user's
   own) run unchanged on ``[K, B, ...]`` tensors. Their own parameters (PPO's ``log_std``
@@ -49,6 +51,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _WeightNorm
 
+from rlnorm.activations import Tanh
 from rlnorm.layers import BatchRenorm1d, CosineLinear, GuardedBatchNorm1d, RMSNorm
 from rlnorm.member_layers import (
     MemberBatchNorm1d,
@@ -286,6 +289,9 @@ def _stack(modules: list[nn.Module], path: str, done: dict[tuple[int, ...], nn.M
             layer.rlnorm_path = str(getattr(first, "rlnorm_path", ""))
         done[key] = layer
         return layer
+    if base is nn.Tanh:
+        done[key] = tanh = Tanh()
+        return tanh
     supported = next((t for t in _LEAVES if isinstance(first, t)), None)
     torch_layer = _torch_layer(base)
     if supported is not None or (torch_layer is not None and _own_tensors(first)):

@@ -1,0 +1,110 @@
+"""What an activation costs on this CPU: torch's ``tanh`` against :func:`rlnorm.activations.tanh`
+(``2 sigmoid(2x) - 1`` with tanh's backward, the tanh of a seed population's networks),
+beside ReLU, sigmoid and a multiply.
+
+The shapes are those the networks see: a batch of 8 envs acting (``8 x 64``), one PPO
+minibatch (``256 x 64``), the same for 8 members (``8 x 256 x 64``). For each, the forward
+alone (no autograd), and forward plus backward of a sum. Each is the median of
+``--repeats`` timings of ``--calls`` calls, in microseconds, with the largest absolute
+difference of rlnorm's tanh from float64's::
+
+    taskset -c 1 python benchmarks/activation_cost.py [--calls 2000] [--repeats 5]
+        [--conditions TEXT] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from provenance import header
+
+from rlnorm.activations import tanh
+
+RESULTS = Path(__file__).parent / "results" / "activation_cost.md"
+SHAPES = {"8 x 64 (acting)": (8, 64), "256 x 64": (256, 64), "8 x 256 x 64": (8, 256, 64)}
+CONTENDERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "torch.tanh": torch.tanh,
+    "rlnorm tanh": tanh,
+    "torch.sigmoid": torch.sigmoid,
+    "torch.relu": torch.relu,
+    "x * x": lambda x: x * x,
+}
+
+
+def timed(fn: Callable[[], object], calls: int, repeats: int) -> float:
+    """Median microseconds per call over ``repeats`` runs of ``calls`` calls."""
+    for _ in range(calls // 10):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(runs)
+
+
+def measure(shape: tuple[int, ...], calls: int, repeats: int) -> dict[str, tuple[float, float]]:
+    x = torch.randn(shape, requires_grad=True)
+    out = {}
+    for name, fn in CONTENDERS.items():
+
+        def forward(fn: Callable[[torch.Tensor], torch.Tensor] = fn) -> object:
+            with torch.no_grad():
+                return fn(x)
+
+        def backward(fn: Callable[[torch.Tensor], torch.Tensor] = fn) -> object:
+            x.grad = None
+            fn(x).sum().backward()
+            return x.grad
+
+        out[name] = (timed(forward, calls, repeats), timed(backward, calls, repeats))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--conditions", default="", help="what else ran on the machine")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    grid = torch.linspace(-20, 20, 2_000_001)
+    error = (tanh(grid).double() - torch.tanh(grid.double())).abs().max().item()
+    torch_error = (torch.tanh(grid).double() - torch.tanh(grid.double())).abs().max().item()
+    capability = torch.backends.cpu.get_cpu_capability()
+    lines = [
+        *header(
+            "Activation cost: torch's tanh against rlnorm's",
+            f"torch {torch.__version__} (CPU kernels: {capability}), one torch thread",
+            args.conditions,
+        ),
+        f"- float32 on [-20, 20] (2M points): largest |error| against float64's tanh "
+        f"{error:.2e} for rlnorm's tanh, {torch_error:.2e} for torch's.",
+        f"- Microseconds per call, median of {args.repeats} runs of {args.calls} calls; "
+        "*forward*: under `torch.no_grad()`; *fwd + bwd*: forward, `.sum().backward()`.",
+        "",
+        "| shape | activation | forward µs | x torch.tanh | fwd + bwd µs | x torch.tanh |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, shape in SHAPES.items():
+        rows = measure(shape, args.calls, args.repeats)
+        base_fwd, base_bwd = rows["torch.tanh"]
+        for name, (fwd, bwd) in rows.items():
+            lines.append(
+                f"| {label} | {name} | {fwd:.1f} | {fwd / base_fwd:.2f} | {bwd:.1f} | "
+                f"{bwd / base_bwd:.2f} |"
+            )
+            print(lines[-1])
+    args.output.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
