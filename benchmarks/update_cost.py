@@ -9,7 +9,7 @@ of a window of updates on its own (a ``TorchDispatchMode`` that reads the clock 
 op: it sees the ops autograd's backward runs too, and, unlike ``torch.profiler``, adds its
 overhead outside what it measures) and sorts them: matrix products (``mm``, ``bmm``,
 ``addmm``, ``baddbmm``, with the FLOP rate from their shapes), the batch-norm kernel
-(forward and backward), activations (ReLU, tanh and their backward), copies, the
+(forward and backward), activations (ReLU, tanh and their backward, sigmoid), copies, the
 optimizer's kernels, other ops, and the rest of the update (Python, dispatch). The *floor*
 is what a population cannot share between its members: its products, batch-norm and
 activation kernels, against one seed's whole update. Where it exceeds a target ratio, no
@@ -44,7 +44,12 @@ MATMUL = ("mm", "bmm", "addmm", "baddbmm")
 CATEGORIES = {
     "matrix products": MATMUL,
     "batch-norm kernel": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
-    "activations": ("relu", "relu_", "threshold_backward", "clamp_min", "tanh", "tanh_backward"),
+    # populations' tanh is 2 sigmoid(2x) - 1 (rlnorm.activations): its two multiplies are
+    # among the other ops
+    "activations": (
+        *("relu", "relu_", "threshold_backward", "clamp_min", "tanh", "tanh_backward"),
+        "sigmoid",
+    ),
     "copies": ("copy_", "clone", "_to_copy", "contiguous"),
     "optimizer": ("_fused_adam_",),  # and every _foreach_ op
 }
