@@ -6,16 +6,24 @@ The shapes are those the networks see: a batch of 8 envs acting (``8 x 64``), on
 minibatch (``256 x 64``), the same for 8 members (``8 x 256 x 64``). For each, the forward
 alone (no autograd), and forward plus backward of a sum. Each is the median of
 ``--repeats`` timings of ``--calls`` calls, in microseconds, with the largest absolute
-difference of rlnorm's tanh from float64's::
+difference of rlnorm's tanh from float64's. With ``--pairs N``, it also trains an
+8-member PPO population on CartPole-v1 (shipped config, ``--steps`` per member) N times
+with each tanh, alternating, in child processes, and reports their CPU times: what the
+activation changes in a whole run::
 
     taskset -c 1 python benchmarks/activation_cost.py [--calls 2000] [--repeats 5]
-        [--conditions TEXT] [--output FILE]
+        [--pairs 3] [--steps 60000] [--conditions TEXT] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,13 +75,62 @@ def measure(shape: tuple[int, ...], calls: int, repeats: int) -> dict[str, tuple
     return out
 
 
+def child(tanh_kind: str, steps: int) -> dict[str, float]:
+    """Train the 8-member population in this process with ``tanh_kind``'s tanh."""
+    import rlnorm.activations
+    from rlnorm import cli
+
+    if tanh_kind == "torch":  # what a population ran before rlnorm.activations
+        rlnorm.activations.tanh = torch.tanh  # type: ignore[assignment]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["train", "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "0-7",
+                "--steps", str(steps), "--threads", "1", "--quiet",
+                "--run-dir", f"{tmp}/seed{{seed}}"]  # fmt: skip
+        cli.main(argv)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime}
+
+
+def population_pairs(pairs: int, steps: int) -> list[str]:
+    """Alternate the two tanh kinds ``pairs`` times; a table of CPU seconds."""
+    runs: dict[str, list[float]] = {"rlnorm": [], "torch": []}
+    for _ in range(pairs):
+        for kind in runs:
+            argv = [sys.executable, __file__, "--child", kind, "--steps", str(steps)]
+            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+            runs[kind].append(json.loads(out.strip().splitlines()[-1])["cpu"])
+            print(kind, runs[kind][-1])
+    new, old = statistics.median(runs["rlnorm"]), statistics.median(runs["torch"])
+    return [
+        "",
+        f"## A whole run: 8 PPO members on CartPole-v1, {steps} steps each, {pairs} pairs",
+        "",
+        "CPU seconds of `rlnorm train --agent ppo --env CartPole-v1 --seeds 0-7` (shipped "
+        "config but for the steps), the two tanh kinds alternating, each run in its own "
+        "process.",
+        "",
+        "| population's tanh | CPU s, each run | median | x torch.tanh |",
+        "|---|---|---|---|",
+        f"| rlnorm tanh | {', '.join(f'{v:.1f}' for v in runs['rlnorm'])} | {new:.1f} | "
+        f"{new / old:.2f} |",
+        f"| torch.tanh | {', '.join(f'{v:.1f}' for v in runs['torch'])} | {old:.1f} | 1.00 |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--conditions", default="", help="what else ran on the machine")
+    parser.add_argument("--pairs", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=60_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--child", choices=["rlnorm", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.steps)))
+        return
     torch.set_num_threads(1)
     grid = torch.linspace(-20, 20, 2_000_001)
     error = (tanh(grid).double() - torch.tanh(grid.double())).abs().max().item()
@@ -102,6 +159,8 @@ def main() -> None:
                 f"{bwd / base_bwd:.2f} |"
             )
             print(lines[-1])
+    if args.pairs:
+        lines += population_pairs(args.pairs, args.steps)
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 
