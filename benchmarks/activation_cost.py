@@ -2,8 +2,9 @@
 (``2 sigmoid(2x) - 1`` with tanh's backward, the tanh of a seed population's networks),
 beside ReLU, sigmoid and a multiply.
 
-The shapes are those the networks see: a batch of 8 envs acting (``8 x 64``), one PPO
-minibatch (``256 x 64``), the same for 8 members (``8 x 256 x 64``). For each, the forward
+The shapes are the hidden activations PPO's CartPole networks see: one seed acting on 8
+envs (``8 x 64``), 8 members acting (``8 x 8 x 64``), one seed's minibatch (``256 x 64``)
+and 8 members' (``8 x 256 x 64``); a single seed's networks keep torch's tanh. For each, the forward
 alone (no autograd), and forward plus backward of a sum. Each is the median of
 ``--repeats`` timings of ``--calls`` calls, in microseconds, with the largest absolute
 difference of rlnorm's tanh from float64's. With ``--pairs N``, it also trains an
@@ -34,7 +35,12 @@ from provenance import header
 from rlnorm.activations import tanh
 
 RESULTS = Path(__file__).parent / "results" / "activation_cost.md"
-SHAPES = {"8 x 64 (acting)": (8, 64), "256 x 64": (256, 64), "8 x 256 x 64": (8, 256, 64)}
+SHAPES = {
+    "8 x 64 (acting)": (8, 64),
+    "8 x 8 x 64 (acting)": (8, 8, 64),
+    "256 x 64": (256, 64),
+    "8 x 256 x 64": (8, 256, 64),
+}
 CONTENDERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "torch.tanh": torch.tanh,
     "rlnorm tanh": tanh,
