@@ -1,16 +1,15 @@
 """What an activation costs on this CPU: torch's ``tanh`` against :func:`rlnorm.activations.tanh`
-(``2 sigmoid(2x) - 1`` with tanh's backward, the tanh of a seed population's networks),
-beside ReLU, sigmoid and a multiply.
+(``1 - 2 sigmoid(-2x)``, the tanh of a seed population's networks), beside ReLU, sigmoid
+and a multiply.
 
 The shapes are the hidden activations PPO's CartPole networks see: one seed acting on 8
 envs (``8 x 64``), 8 members acting (``8 x 8 x 64``), one seed's minibatch (``256 x 64``)
-and 8 members' (``8 x 256 x 64``); a single seed's networks keep torch's tanh. For each, the forward
-alone (no autograd), and forward plus backward of a sum. Each is the median of
-``--repeats`` timings of ``--calls`` calls, in microseconds, with the largest absolute
-difference of rlnorm's tanh from float64's. With ``--pairs N``, it also trains an
-8-member PPO population on CartPole-v1 (shipped config, ``--steps`` per member) N times
-with each tanh, alternating, in child processes, and reports their CPU times: what the
-activation changes in a whole run::
+and 8 members' (``8 x 256 x 64``). For each, the forward alone (no autograd), and forward
+plus backward of a sum. Each is the median of ``--repeats`` timings of ``--calls`` calls,
+in microseconds, with the largest absolute difference of rlnorm's tanh from float64's.
+With ``--pairs N``, it also trains PPO on CartPole-v1 (shipped config, ``--steps`` per
+seed) with 8 members, N times with each tanh, alternating, in child processes, and
+reports their CPU times: what the activation changes in a whole run::
 
     taskset -c 1 python benchmarks/activation_cost.py [--calls 2000] [--repeats 5]
         [--pairs 3] [--steps 60000] [--conditions TEXT] [--output FILE]
@@ -81,16 +80,18 @@ def measure(shape: tuple[int, ...], calls: int, repeats: int) -> dict[str, tuple
     return out
 
 
-def child(tanh_kind: str, steps: int) -> dict[str, float]:
-    """Train the 8-member population in this process with ``tanh_kind``'s tanh."""
+def child(tanh_kind: str, seeds: str, steps: int) -> dict[str, float]:
+    """Train ``--seeds seeds`` (one seed: ``--seed``) in this process with ``tanh_kind``'s
+    tanh."""
     import rlnorm.activations
     from rlnorm import cli
 
     if tanh_kind == "torch":  # what a population ran before rlnorm.activations
         rlnorm.activations.tanh = torch.tanh  # type: ignore[assignment]
+    members = ["--seed", seeds] if seeds.isdigit() else ["--seeds", seeds]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["train", "--agent", "ppo", "--env", "CartPole-v1", "--seeds", "0-7",
+        argv = ["train", "--agent", "ppo", "--env", "CartPole-v1", *members,
                 "--steps", str(steps), "--threads", "1", "--quiet",
                 "--run-dir", f"{tmp}/seed{{seed}}"]  # fmt: skip
         cli.main(argv)
@@ -98,30 +99,36 @@ def child(tanh_kind: str, steps: int) -> dict[str, float]:
     return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime}
 
 
-def population_pairs(pairs: int, steps: int) -> list[str]:
-    """Alternate the two tanh kinds ``pairs`` times; a table of CPU seconds."""
-    runs: dict[str, list[float]] = {"rlnorm": [], "torch": []}
-    for _ in range(pairs):
-        for kind in runs:
-            argv = [sys.executable, __file__, "--child", kind, "--steps", str(steps)]
-            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-            runs[kind].append(json.loads(out.strip().splitlines()[-1])["cpu"])
-            print(kind, runs[kind][-1])
-    new, old = statistics.median(runs["rlnorm"]), statistics.median(runs["torch"])
-    return [
+def whole_runs(pairs: int, steps: int) -> list[str]:
+    """8 members with the two tanh kinds alternating ``pairs`` times; CPU seconds."""
+    lines = [
         "",
-        f"## A whole run: 8 PPO members on CartPole-v1, {steps} steps each, {pairs} pairs",
+        f"## Whole runs: PPO on CartPole-v1, {steps} steps per seed, {pairs} pairs",
         "",
-        "CPU seconds of `rlnorm train --agent ppo --env CartPole-v1 --seeds 0-7` (shipped "
-        "config but for the steps), the two tanh kinds alternating, each run in its own "
-        "process.",
+        "CPU seconds of `rlnorm train --agent ppo --env CartPole-v1 --seeds 0-7` "
+        "(shipped config but for the steps), the two tanh kinds alternating, each run in its "
+        "own process.",
         "",
-        "| population's tanh | CPU s, each run | median | x torch.tanh |",
-        "|---|---|---|---|",
-        f"| rlnorm tanh | {', '.join(f'{v:.1f}' for v in runs['rlnorm'])} | {new:.1f} | "
-        f"{new / old:.2f} |",
-        f"| torch.tanh | {', '.join(f'{v:.1f}' for v in runs['torch'])} | {old:.1f} | 1.00 |",
+        "| seeds | networks' tanh | CPU s, each run | median | x torch.tanh |",
+        "|---|---|---|---|---|",
     ]
+    for seeds in ("0-7",):
+        runs: dict[str, list[float]] = {"rlnorm": [], "torch": []}
+        for _ in range(pairs):
+            for kind in runs:
+                argv = [sys.executable, __file__, "--child", kind, "--seeds", seeds,
+                        "--steps", str(steps)]  # fmt: skip
+                out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+                runs[kind].append(json.loads(out.strip().splitlines()[-1])["cpu"])
+                print(seeds, kind, runs[kind][-1])
+        old = statistics.median(runs["torch"])
+        for kind, label in (("rlnorm", "rlnorm tanh"), ("torch", "torch.tanh")):
+            median = statistics.median(runs[kind])
+            lines.append(
+                f"| {seeds} | {label} | {', '.join(f'{v:.1f}' for v in runs[kind])} | "
+                f"{median:.1f} | {median / old:.2f} |"
+            )
+    return lines
 
 
 def main() -> None:
@@ -133,9 +140,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=["rlnorm", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", default="0-7", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.steps)))
+        print(json.dumps(child(args.child, args.seeds, args.steps)))
         return
     torch.set_num_threads(1)
     grid = torch.linspace(-20, 20, 2_000_001)
@@ -166,7 +174,7 @@ def main() -> None:
             )
             print(lines[-1])
     if args.pairs:
-        lines += population_pairs(args.pairs, args.steps)
+        lines += whole_runs(args.pairs, args.steps)
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 
