@@ -1,10 +1,9 @@
 """What one gradient update costs, one seed against a population, and where the time goes.
 
 For each population size K (1: an ordinary ``--seed 0`` run; K > 1: ``--seeds 0-(K-1)``),
-a child process trains the agent's shipped config for ``--env`` (Pendulum-v1 unless
-given) and times the agent's
-``update`` calls after a warm-up (wall and CPU time per update, inside the calls: not the
-acting and env steps between them), then times every aten op
+a child process trains the agent's shipped config for ``--env`` (Pendulum-v1 unless given)
+and times the agent's ``update`` calls after a warm-up (wall and CPU time per update,
+inside the calls: not the acting and env steps between them), then times every aten op
 of a window of updates on its own (a ``TorchDispatchMode`` that reads the clock around each
 op: it sees the ops autograd's backward runs too, and, unlike ``torch.profiler``, adds its
 overhead outside what it measures) and sorts them: matrix products (``mm``, ``bmm``,
@@ -44,8 +43,8 @@ MATMUL = ("mm", "bmm", "addmm", "baddbmm")
 CATEGORIES = {
     "matrix products": MATMUL,
     "batch-norm kernel": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
-    # populations' tanh is 2 sigmoid(2x) - 1 (rlnorm.activations): its two multiplies are
-    # among the other ops
+    # a population's tanh is 1 - 2 sigmoid(-2x) (rlnorm.activations): its multiply and
+    # subtraction are among the other ops
     "activations": (
         *("relu", "relu_", "threshold_backward", "clamp_min", "tanh", "tanh_backward"),
         "sigmoid",
@@ -56,10 +55,8 @@ CATEGORIES = {
 
 
 KINDS = [*CATEGORIES, "other ops"]
-WHAT = (
-    "replay sample, critic, delayed actor and temperature, optimizers",
-    "advantages, then every epoch's minibatch steps over one rollout",
-)
+OFF_POLICY_UPDATE = "replay sample, critic, delayed actor and temperature, optimizers"
+PPO_UPDATE = "advantages, then every epoch's minibatch steps over one rollout"
 
 
 def category(op: str) -> str:
@@ -102,7 +99,9 @@ def steps_per_update(agent: str, env: str) -> int:
     if agent != "ppo":
         return 1
     path = config.packaged_config(agent, env)
-    data = config.read_yaml(path) if path else {}
+    if path is None:
+        raise SystemExit(f"update_cost.py: no shipped config for {agent} on {env}")
+    data = config.read_yaml(path)
     return int(data["agent"]["rollout_steps"]) * int(data["train"]["num_envs"])
 
 
@@ -192,7 +191,7 @@ def write(rows: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) -> N
         *header("One update's cost: one seed against a population", software, args.conditions),
         f"- `{args.agent}`'s shipped `configs/{args.agent}/{args.env}.yaml`; after {WARMUP} "
         f"updates, {args.updates} updates timed (the agent's `update`: "
-        f"{WHAT[args.agent == 'ppo']}). "
+        f"{PPO_UPDATE if args.agent == 'ppo' else OFF_POLICY_UPDATE}). "
         "Op columns: ms per update of each kind of aten op's own time, timed apart in a "
         f"window of {args.updates // 3} further updates (the script's docstring); *rest*: "
         "the CPU per update less them all (Python, dispatch, autograd's bookkeeping). "
